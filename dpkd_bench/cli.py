@@ -1,0 +1,134 @@
+"""``dpkd-bench``: run | report | ls | validate. Argument parsing only; the work is elsewhere.
+
+Exit status: 0 success; 2 a user error (one ``error:`` line on stderr); 1 an internal fault.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from dpkd_bench.errors import UserError
+from dpkd_bench.recipe import BUILTIN_RECIPES, DEFAULT_RECIPE
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise UserError(
+            f"--seeds '{text}' is not a comma-separated list of integers; e.g. --seeds 1,2,3"
+        ) from None
+    if not seeds:
+        raise UserError("--seeds is empty; give at least one integer, e.g. --seeds 1")
+    return seeds
+
+
+def run_overrides(args) -> list[str]:
+    """CLI flags as recipe overrides (flags win over the recipe file and key=value pairs)."""
+    from dpkd_bench.methods import METHODS
+
+    overrides = list(args.overrides)
+    if args.methods:
+        names = list(METHODS) if args.methods == "all" else args.methods.split(",")
+        overrides.append(f"methods=[{','.join(n.strip() for n in names)}]")
+    if args.seeds:
+        overrides.append(f"seeds=[{','.join(map(str, parse_seeds(args.seeds)))}]")
+    return overrides
+
+
+def cmd_run(args) -> int:
+    from dpkd_bench.recipe import load_recipe
+    from dpkd_bench.runner import Runner
+
+    recipe = load_recipe(args.recipe, run_overrides(args))
+    out = Path(args.out or f"runs/{recipe.name}-{datetime.now():%Y%m%d-%H%M%S}")
+    if out.exists() and any(out.iterdir()) and not args.resume:
+        raise UserError(
+            f"output directory {out} is not empty; pass --resume to continue that run "
+            "or choose another --out"
+        )
+    return Runner(recipe, out).run()
+
+
+def cmd_report(args) -> int:
+    from dpkd_bench.report import render
+
+    for path in render(args.dir):
+        print(path)
+    return 0
+
+
+def cmd_ls(args) -> int:
+    from dpkd_bench.data.loaders import HUB_EVAL_SETS
+    from dpkd_bench.data.synthetic import EVAL_SETS
+    from dpkd_bench.methods import METHODS
+
+    print("methods:")
+    for name, cls in METHODS.items():
+        info = cls().describe()
+        defaults = ", ".join(f"{k}={v}" for k, v in info["defaults"].items()) or "-"
+        print(f"  {name:<11} {info['paper']}")
+        print(f"  {'':<11} data: {info['data']}; defaults: {defaults}")
+        if info["deviation"]:
+            print(f"  {'':<11} note: {info['deviation']}")
+    print("eval sets:")
+    for name in EVAL_SETS:
+        print(f"  {name:<15} embedded synthetic suite")
+    for name, hub in HUB_EVAL_SETS.items():
+        print(f"  {name:<15} Hub dataset {hub}")
+    print("recipes:")
+    for name in BUILTIN_RECIPES:
+        print(f"  {name}{' (default)' if name == DEFAULT_RECIPE else ''}")
+    return 0
+
+
+def cmd_validate(args) -> int:
+    from dpkd_bench.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    print(f"ok: recipe '{recipe.name}': methods {', '.join(recipe.methods)}; seeds {recipe.seeds}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dpkd-bench", description="Benchmark knowledge-distillation methods for LMs."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="train and evaluate methods (default: synthetic benchmark)")
+    run.add_argument("--recipe", help=f"recipe YAML or built-in name {BUILTIN_RECIPES}")
+    run.add_argument("--methods", help="comma-separated method names, or 'all'")
+    run.add_argument("--seeds", help="comma-separated training seeds, e.g. 1,2,3")
+    run.add_argument("--out", help="run directory (default: runs/<recipe>-<time>)")
+    run.add_argument("--resume", action="store_true", help="continue the run in --out")
+    run.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. train.steps=200")
+    run.set_defaults(func=cmd_run)
+    report = sub.add_parser("report", help="re-render tables and plots from a run directory")
+    report.add_argument("dir")
+    report.set_defaults(func=cmd_report)
+    ls = sub.add_parser("ls", help="list methods, eval sets and recipes")
+    ls.set_defaults(func=cmd_ls)
+    validate = sub.add_parser("validate", help="check a recipe without running it")
+    validate.add_argument("recipe")
+    validate.add_argument("overrides", nargs="*", metavar="key=value")
+    validate.set_defaults(func=cmd_validate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; rerun with --resume --out DIR to continue", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

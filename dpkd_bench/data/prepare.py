@@ -1,0 +1,153 @@
+"""Recipe -> tokenizer, training examples and eval sets (one place for every data source)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dpkd_bench.data import synthetic
+from dpkd_bench.data.collate import encode_pair, encode_prompt
+from dpkd_bench.data.example import Example
+from dpkd_bench.data.loaders import load_eval_set, load_instruction_data
+from dpkd_bench.data.template import build_prompt
+from dpkd_bench.data.tokenizer import train_bpe_tokenizer
+from dpkd_bench.errors import DataError
+from dpkd_bench.recipe import Recipe
+
+
+@dataclass
+class EvalSet:
+    """An eval set after the prompt-length filter: examples and their prompt ids."""
+
+    name: str
+    examples: list[Example]
+    prompt_ids: list[tuple[int, ...]]
+    dropped: int = 0  # prompts longer than data.max_prompt_len
+
+
+@dataclass
+class PreparedData:
+    tokenizer: object
+    train: list[Example]
+    train_items: list[dict]  # {"prompts": ids, "responses": ids}
+    eval_sets: dict[str, EvalSet]
+    hashes: dict[str, str] = field(default_factory=dict)
+    dropped_train: int = 0
+
+
+def text_hash(texts: Iterable[str]) -> str:
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update(text.encode("utf-8"))
+        digest.update(b"\0")
+    return digest.hexdigest()[:16]
+
+
+def tokenizer_hash(tokenizer) -> str:
+    return text_hash([tokenizer.backend_tokenizer.to_str()])
+
+
+def synthetic_examples(records: list[dict]) -> list[Example]:
+    return [
+        Example(
+            r["id"],
+            build_prompt(r["instruction"], r["input"]),
+            r.get("response", r["output"][0]),
+            tuple(r["output"]),
+            r["family"],
+        )
+        for r in records
+    ]
+
+
+def load_sources(recipe: Recipe) -> tuple[list[Example], dict[str, list[Example]]]:
+    """Training examples and raw eval sets named by the recipe."""
+    data = recipe.data
+    suite = None
+    if data.source == "synthetic" or any(n in synthetic.EVAL_SETS for n in data.eval_sets):
+        suite = synthetic.generate_suite(data.seed, data.n_train, data.n_eval)
+    if data.source == "synthetic":
+        train = synthetic_examples(suite["train"])
+    else:
+        train, _ = load_instruction_data(data.source, data.dev_num)
+    evals = {}
+    for name in data.eval_sets:
+        examples = (
+            synthetic_examples(suite[name]) if name in synthetic.EVAL_SETS else load_eval_set(name)
+        )
+        if data.max_eval_examples:
+            examples = examples[: data.max_eval_examples]
+        evals[name] = examples
+    return train, evals
+
+
+def get_tokenizer(recipe: Recipe, train: Sequence[Example], cache_dir: Path):
+    """A pretrained tokenizer, or a BPE trained on the training texts (cached by content)."""
+    from dpkd_bench.models import load_tokenizer
+
+    name = recipe.tokenizer.name_or_path or recipe.teacher.model.name_or_path
+    if name:
+        return load_tokenizer(name, recipe.teacher.model.trust_remote_code)
+    texts = [e.prompt + e.response for e in train]
+    key = text_hash([*texts, str(recipe.tokenizer.vocab_size)])
+    path = cache_dir / f"tokenizer-{key}"
+    if path.is_dir():
+        return load_tokenizer(str(path))
+    tokenizer = train_bpe_tokenizer(texts, recipe.tokenizer.vocab_size)
+    tokenizer.save_pretrained(path)
+    return tokenizer
+
+
+def encode_eval_set(name: str, examples: list[Example], tokenizer, max_prompt_len: int) -> EvalSet:
+    kept, ids = [], []
+    for example in examples:
+        prompt = encode_prompt(tokenizer, example.prompt)
+        if len(prompt) <= max_prompt_len:
+            kept.append(example)
+            ids.append(prompt)
+    if not kept:
+        raise DataError(
+            f"eval set '{name}' is empty after dropping prompts over {max_prompt_len} tokens "
+            f"({len(examples)} dropped); raise data.max_prompt_len or check the data"
+        )
+    return EvalSet(name, kept, ids, len(examples) - len(kept))
+
+
+def encode_train(
+    examples: list[Example], tokenizer, recipe: Recipe
+) -> tuple[list[Example], list[dict]]:
+    kept, items = [], []
+    for example in examples:
+        pair = encode_pair(tokenizer, example.prompt, example.response, recipe.data.max_length)
+        if len(pair.prompt_ids) <= recipe.data.max_prompt_len:
+            kept.append(example)
+            items.append({"prompts": pair.prompt_ids, "responses": pair.response_ids})
+    if not items:
+        raise DataError(
+            f"no training example has a prompt within {recipe.data.max_prompt_len} tokens; "
+            "raise data.max_prompt_len or check the data"
+        )
+    return kept, items
+
+
+def prepare_data(recipe: Recipe, cache_dir: Path) -> PreparedData:
+    train, raw_evals = load_sources(recipe)
+    tokenizer = get_tokenizer(recipe, train, cache_dir)
+    kept, items = encode_train(train, tokenizer, recipe)
+    eval_sets = {
+        name: encode_eval_set(name, examples, tokenizer, recipe.data.max_prompt_len)
+        for name, examples in raw_evals.items()
+    }
+    hashes = {
+        "train": text_hash(e.prompt + "\x1f" + e.response for e in kept),
+        "tokenizer": tokenizer_hash(tokenizer),
+        **{
+            f"eval:{n}": text_hash(
+                e.prompt + "\x1f" + "\x1e".join(e.references) for e in s.examples
+            )
+            for n, s in eval_sets.items()
+        },
+    }
+    return PreparedData(tokenizer, kept, items, eval_sets, hashes, len(train) - len(kept))

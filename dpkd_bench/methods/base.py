@@ -1,0 +1,145 @@
+"""The method interface: what data a method needs, and its loss, as small hooks.
+
+The training loop (``dpkd_bench.train``) is the same for every method. Per optimiser step it
+calls, for each micro-batch:
+
+1. ``prepare(batch, ctx)`` under ``torch.no_grad``: turn raw token lists into tensors and draw
+   whatever samples the method needs (on-policy student samples, ...). It returns a dict that
+   must hold ``counts``: the number of units (tokens, sequences, ...) each loss term averages
+   over. The loop adds the counts of all micro-batches of the step first, so that gradient
+   accumulation normalises by the whole accumulated batch, never per micro-batch.
+2. ``loss_terms(student, prepared, ctx)``: a dict of per-term **sums** (tensors). The loop
+   divides each by the step's total count of that term's unit and weights it with ``weights()``.
+
+A method is one file: its ``Config`` dataclass (official defaults, ranges checked in
+``__post_init__``), its hooks and its paper.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+import torch
+
+from dpkd_bench import losses
+from dpkd_bench.data.collate import IGNORE, collate_pairs, collate_prompts
+from dpkd_bench.generate import DecodeSettings, decode, response_lists
+
+GROUND_TRUTH = "ground_truth"
+TEACHER_SAMPLES = "teacher_samples"
+
+
+@dataclass
+class TrainContext:
+    """What a method may use besides the student: the frozen teacher and sampling settings."""
+
+    student: Any  # the model being trained (unwrapped), for on-policy sampling
+    teacher: Any  # frozen model, or None for methods that do not use it
+    tokenizer: Any
+    sampling: DecodeSettings  # on-policy sampling (student samples)
+    generator: torch.Generator  # seeded source of on-policy sampling randomness
+    device: torch.device
+
+
+class Method:
+    """Base class of every distillation method (see the module docstring for the protocol)."""
+
+    name: ClassVar[str]
+    paper: ClassVar[str]
+    Config: ClassVar[type]
+    uses_teacher: ClassVar[bool] = True
+    # Which response the batches carry: the dataset's ground truth, or cached teacher samples.
+    train_data: ClassVar[str] = GROUND_TRUTH
+    # Whether batches also carry the cached teacher sample (e.g. DPKD's chosen response y_t).
+    needs_teacher_samples: ClassVar[bool] = False
+    # Loss term -> the count it is averaged over ("tokens", "sequences", ...).
+    units: ClassVar[dict[str, str]] = {}
+    # How this toolkit deliberately differs from the official code ("" when it does not).
+    deviation: ClassVar[str] = ""
+
+    def __init__(self, config=None):
+        self.config = config if config is not None else self.Config()
+
+    # ---- hooks -------------------------------------------------------------------------
+    def weights(self) -> dict[str, float]:
+        raise NotImplementedError
+
+    def prepare(self, batch: dict, ctx: TrainContext) -> dict:
+        return prepare_ground_truth(batch, ctx)
+
+    def loss_terms(self, student, prepared: dict, ctx: TrainContext) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    # ---- description -------------------------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "paper": self.paper,
+            "data": self.train_data + (" + teacher samples" if self.needs_teacher_samples else ""),
+            "uses_teacher": self.uses_teacher,
+            "defaults": {f.name: getattr(self.config, f.name) for f in fields(self.config)},
+            "deviation": self.deviation,
+        }
+
+
+# ---- shared pieces used by the method files -------------------------------------------------
+
+
+def to_device(tensors: dict[str, torch.Tensor], device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device) for k, v in tensors.items()}
+
+
+def prepare_ground_truth(batch: dict, ctx: TrainContext) -> dict:
+    """Teacher-forced pairs (prompt + the batch's response) and their token count."""
+    pairs = to_device(
+        collate_pairs(batch["prompts"], batch["responses"], ctx.tokenizer.pad_token_id), ctx.device
+    )
+    return {"pairs": pairs, "counts": {"tokens": response_token_count(pairs["labels"])}}
+
+
+def response_token_count(labels: torch.Tensor) -> int:
+    return int((labels[:, 1:] != IGNORE).sum())
+
+
+def forward_logits(model, pairs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Logits for next-token prediction, aligned with ``labels[:, 1:]``. [B, L-1, V]"""
+    return model(input_ids=pairs["input_ids"], attention_mask=pairs["attention_mask"]).logits[
+        :, :-1
+    ]
+
+
+def teacher_logits(ctx: TrainContext, pairs: dict[str, torch.Tensor]) -> torch.Tensor:
+    with torch.no_grad():
+        return forward_logits(ctx.teacher, pairs)
+
+
+def shifted_labels(pairs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(labels [B, L-1], mask [B, L-1]) for the positions that predict a response token."""
+    labels = pairs["labels"][:, 1:]
+    return labels, labels != IGNORE
+
+
+def ce_sum(logits: torch.Tensor, pairs: dict[str, torch.Tensor]) -> torch.Tensor:
+    labels, mask = shifted_labels(pairs)
+    return losses.masked_sum(losses.token_cross_entropy(logits, labels), mask)
+
+
+@torch.no_grad()
+def sample_student(prompts: list, ctx: TrainContext) -> list[list[int]]:
+    """On-policy samples from the student (EOS kept; nothing after the first EOS)."""
+    student = ctx.student
+    batch = to_device(collate_prompts(prompts, ctx.tokenizer.pad_token_id), ctx.device)
+    was_training = student.training
+    student.eval()
+    out = decode(
+        student,
+        batch["input_ids"],
+        batch["attention_mask"],
+        ctx.sampling,
+        ctx.tokenizer.eos_token_id,
+        ctx.tokenizer.pad_token_id,
+        ctx.generator,
+    )
+    student.train(was_training)
+    return response_lists(out.cpu(), ctx.tokenizer.eos_token_id, keep_eos=True)

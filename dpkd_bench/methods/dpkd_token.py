@@ -1,0 +1,54 @@
+"""DPKD, token-level reading of the official code (microsoft/LMOps, dpkd/).
+
+At each teacher-forced position of the ground-truth response the teacher's argmax token is the
+chosen token and the student's argmax the rejected one; the DPO-style loss uses the teacher as
+the reference model. Loss: (1 - r) * CE + r * DPKD-token, r = 0.5, beta = 0.1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dpkd_bench import losses
+from dpkd_bench.methods.token_level import MixedConfig, TokenLevelMethod
+from dpkd_bench.recipe import require
+
+
+@dataclass
+class DPKDTokenConfig(MixedConfig):
+    beta: float = 0.1
+    label_smoothing: float = 0.0  # conservative DPO (cDPO)
+    reference_free: bool = False  # drop the teacher (reference) log-ratio
+    ipo: bool = False  # IPO squared loss (h - 1/(2 beta))^2
+    dpop_lambda: float = 0.0  # DPO-Positive penalty weight (0 = off)
+    simpo_gamma: float | None = None  # SimPO target margin (None = off; reference-free)
+
+    def __post_init__(self):
+        super().__post_init__()
+        require(self.beta > 0, "beta", "must be > 0")
+        require(0.0 <= self.label_smoothing < 0.5, "label_smoothing", "must be in [0, 0.5)")
+        require(self.dpop_lambda >= 0, "dpop_lambda", "must be >= 0")
+        require(
+            sum([self.ipo, self.dpop_lambda > 0, self.simpo_gamma is not None]) <= 1,
+            "ipo",
+            "ipo, dpop_lambda and simpo_gamma are alternative losses; set at most one",
+        )
+
+
+class DPKDToken(TokenLevelMethod):
+    name = "dpkd_token"
+    paper = "Li et al. 2024, Direct Preference Knowledge Distillation, arXiv 2406.19774 (code)"
+    Config = DPKDTokenConfig
+
+    def divergence(self, student_logits, teacher_logits):
+        c = self.config
+        return losses.token_dpkd(
+            student_logits,
+            teacher_logits,
+            beta=c.beta,
+            label_smoothing=c.label_smoothing,
+            reference_free=c.reference_free,
+            ipo=c.ipo,
+            dpop_lambda=c.dpop_lambda,
+            simpo_gamma=c.simpo_gamma,
+        )

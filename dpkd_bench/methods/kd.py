@@ -1,0 +1,27 @@
+"""Word-level KD (Hinton et al. 2015; Kim & Rush 2016): forward KL to the teacher, mixed with CE."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dpkd_bench import losses
+from dpkd_bench.methods.token_level import MixedConfig, TokenLevelMethod
+from dpkd_bench.recipe import require
+
+
+@dataclass
+class KDConfig(MixedConfig):
+    temperature: float = 1.0
+
+    def __post_init__(self):
+        super().__post_init__()
+        require(self.temperature > 0, "temperature", "must be > 0")
+
+
+class KD(TokenLevelMethod):
+    name = "kd"
+    paper = "Hinton et al. 2015, arXiv 1503.02531; as run in MiniLLM, arXiv 2306.08543"
+    Config = KDConfig
+
+    def divergence(self, student_logits, teacher_logits):
+        return losses.token_forward_kl(student_logits, teacher_logits, self.config.temperature)

@@ -1,0 +1,395 @@
+"""Recipes: typed, strict experiment configs.
+
+A recipe is a YAML file of values only. Its schema is the dataclasses below: an unknown key, a
+wrong type or an out-of-range value is a :class:`RecipeError` that names the key. Precedence is
+CLI overrides > recipe file > dataclass defaults. Method hyper-parameters live under
+``method_args.<method>`` and are checked against that method's own config dataclass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dpkd_bench.errors import RecipeError
+
+BUILTIN_RECIPES = ("synthetic", "synthetic-quick")
+DEFAULT_RECIPE = "synthetic"
+
+
+class FieldError(ValueError):
+    """Raised by a config's ``__post_init__``; the loader adds the key's full path."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(f"{key}: {message}")
+        self.key = key
+        self.message = message
+
+
+def require(condition: bool, key: str, message: str) -> None:
+    """Range check for ``__post_init__``: raise :class:`FieldError` unless ``condition``."""
+    if not condition:
+        raise FieldError(key, message)
+
+
+@dataclass
+class DataConfig:
+    """Where the training data and the eval sets come from, and how they are cut."""
+
+    source: str = "synthetic"  # "synthetic", a local JSONL file or directory, or a Hub name
+    eval_sets: list[str] = field(
+        default_factory=lambda: ["synthetic-id", "synthetic-long", "synthetic-para"]
+    )
+    n_train: int = 6000  # synthetic suite: training examples
+    n_eval: int = 500  # synthetic suite: examples per eval set
+    max_eval_examples: int = 0  # 0 = all; otherwise the first N of each eval set
+    dev_num: int = 1000  # instruction JSONL: the first dev_num records are validation
+    max_prompt_len: int = 256  # prompts longer than this (in tokens) are dropped
+    max_length: int = 384  # prompt + response tokens for training
+    seed: int = 0  # synthetic generator seed
+
+    def __post_init__(self):
+        require(self.n_train >= 1, "n_train", f"must be >= 1 (got {self.n_train})")
+        require(self.n_eval >= 1, "n_eval", f"must be >= 1 (got {self.n_eval})")
+        require(self.max_eval_examples >= 0, "max_eval_examples", "must be >= 0")
+        require(self.dev_num >= 0, "dev_num", f"must be >= 0 (got {self.dev_num})")
+        require(self.max_prompt_len >= 8, "max_prompt_len", "must be >= 8")
+        require(
+            self.max_length > self.max_prompt_len,
+            "max_length",
+            f"must exceed max_prompt_len ({self.max_length} <= {self.max_prompt_len})",
+        )
+        require(len(self.eval_sets) >= 1, "eval_sets", "must name at least one eval set")
+
+
+@dataclass
+class TokenizerConfig:
+    """A pretrained tokenizer (``name_or_path``) or one trained on the synthetic suite."""
+
+    name_or_path: str | None = None
+    vocab_size: int = 512
+
+    def __post_init__(self):
+        require(self.vocab_size >= 300, "vocab_size", f"must be >= 300 (got {self.vocab_size})")
+
+
+@dataclass
+class ModelConfig:
+    """A model loaded with ``from_pretrained`` or built from a GPT-2 architecture config."""
+
+    name_or_path: str | None = None
+    n_layer: int = 2
+    n_embd: int = 96
+    n_head: int = 4
+    n_positions: int = 512
+    dropout: float = 0.0
+    trust_remote_code: bool = False
+    allow_pickle: bool = False  # load non-safetensors weights (runs code from the file)
+
+    def __post_init__(self):
+        for key in ("n_layer", "n_embd", "n_head", "n_positions"):
+            require(getattr(self, key) >= 1, key, f"must be >= 1 (got {getattr(self, key)})")
+        require(
+            self.n_embd % self.n_head == 0,
+            "n_embd",
+            f"must be divisible by n_head ({self.n_embd} % {self.n_head} != 0)",
+        )
+        require(0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1) (got {self.dropout})")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings shared by the single training loop."""
+
+    steps: int = 300
+    batch_size: int = 32
+    grad_accum: int = 1
+    lr: float = 1e-3
+    warmup_ratio: float = 0.05
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    log_every: int = 10
+
+    def __post_init__(self):
+        require(self.steps >= 0, "steps", f"must be >= 0 (got {self.steps})")
+        require(self.batch_size >= 1, "batch_size", f"must be >= 1 (got {self.batch_size})")
+        require(self.grad_accum >= 1, "grad_accum", f"must be >= 1 (got {self.grad_accum})")
+        require(self.lr > 0, "lr", f"must be > 0 (got {self.lr})")
+        require(0 <= self.warmup_ratio < 1, "warmup_ratio", "must be in [0, 1)")
+        require(self.weight_decay >= 0, "weight_decay", "must be >= 0")
+        require(self.max_grad_norm > 0, "max_grad_norm", "must be > 0")
+        require(self.log_every >= 1, "log_every", "must be >= 1")
+
+
+@dataclass
+class TeacherConfig:
+    """The teacher: pretrained, or trained here by ``sft`` (cached by content hash)."""
+
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(n_layer=4, n_embd=192, n_head=6))
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(steps=1200, batch_size=32, lr=3e-3)
+    )
+
+
+@dataclass
+class StudentConfig:
+    """The student and the short ``sft`` that gives ``student_init`` (steps=0 skips it)."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    init_train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(steps=100, batch_size=32, lr=3e-3)
+    )
+
+
+@dataclass
+class EvalConfig:
+    """Decoding protocol of the evaluation (MiniLLM/DPKD: sampling, seeds 10..50)."""
+
+    decoding: str = "sample"  # "sample" or "greedy"
+    gen_seeds: list[int] = field(default_factory=lambda: [10, 20, 30, 40, 50])
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    max_new_tokens: int = 64
+    batch_size: int = 64
+
+    def __post_init__(self):
+        require(
+            self.decoding in ("sample", "greedy"),
+            "decoding",
+            f"must be 'sample' or 'greedy' (got {self.decoding!r})",
+        )
+        require(len(self.gen_seeds) >= 1, "gen_seeds", "must list at least one seed")
+        require(self.temperature > 0, "temperature", "must be > 0")
+        require(self.top_k >= 0, "top_k", "must be >= 0 (0 = no top-k filter)")
+        require(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")
+        require(self.max_new_tokens >= 1, "max_new_tokens", "must be >= 1")
+        require(self.batch_size >= 1, "batch_size", "must be >= 1")
+
+
+@dataclass
+class SamplingConfig:
+    """How teacher samples (SeqKD, DPKD's y_t) and on-policy student samples are drawn."""
+
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    max_new_tokens: int = 64
+    batch_size: int = 128
+    seed: int = 1234
+
+    def __post_init__(self):
+        require(self.temperature > 0, "temperature", "must be > 0")
+        require(self.top_k >= 0, "top_k", "must be >= 0 (0 = no top-k filter)")
+        require(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")
+        require(self.max_new_tokens >= 1, "max_new_tokens", "must be >= 1")
+        require(self.batch_size >= 1, "batch_size", "must be >= 1")
+
+
+@dataclass
+class Recipe:
+    """One experiment: data, teacher, student, methods, seeds and protocol."""
+
+    name: str = "custom"
+    methods: list[str] = field(default_factory=lambda: ["sft", "kd", "dpkd_token", "dpkd"])
+    seeds: list[int] = field(default_factory=lambda: [1])
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    method_args: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self):
+        require(len(self.methods) >= 1, "methods", "must name at least one method")
+        require(len(self.seeds) >= 1, "seeds", "must list at least one seed")
+        require(len(set(self.seeds)) == len(self.seeds), "seeds", f"has repeats: {self.seeds}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------- strict building
+
+
+def did_you_mean(name: str, known: typing.Iterable[str]) -> str:
+    """A ' (did you mean 'x'?)' suffix when ``name`` is close to a known one."""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce_union(value: Any, options: tuple, key: str) -> Any:
+    if value is None and type(None) in options:
+        return None
+    errors = []
+    for option in (o for o in options if o is not type(None)):
+        try:
+            return _coerce(value, option, key)
+        except RecipeError as err:
+            errors.append(err)
+    raise errors[0]
+
+
+def _coerce_scalar(value: Any, tp: Any, key: str) -> Any:
+    if tp is Any:
+        return value
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is bool and not isinstance(value, bool):
+        raise RecipeError(f"recipe key '{key}' must be true or false, got {value!r}")
+    if tp is int and isinstance(value, bool):
+        raise RecipeError(f"recipe key '{key}' must be an integer, got {value!r}")
+    if not isinstance(value, tp):
+        raise RecipeError(
+            f"recipe key '{key}' must be of type {_type_name(tp)}, "
+            f"got {type(value).__name__} {value!r}"
+        )
+    return value
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against annotation ``tp``; ints are accepted where floats are."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return _coerce_union(value, typing.get_args(tp), key)
+    if origin is list:
+        if not isinstance(value, list):
+            raise RecipeError(f"recipe key '{key}' must be a list, got {value!r}")
+        (item_tp,) = typing.get_args(tp)
+        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise RecipeError(f"recipe key '{key}' must be a mapping, got {value!r}")
+        _, val_tp = typing.get_args(tp)
+        return {str(k): _coerce(v, val_tp, f"{key}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value, key)
+    return _coerce_scalar(value, tp, key)
+
+
+def build(cls: type, data: Any, where: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping, rejecting unknown keys and bad values."""
+    prefix = f"{where}." if where else ""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise RecipeError(
+            f"recipe key '{where or '<top>'}' must be a mapping of keys to values, got {data!r}"
+        )
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            suggestion = did_you_mean(str(key), names).replace(" '", f" '{prefix}", 1)
+            raise RecipeError(
+                f"unknown recipe key '{prefix}{key}'{suggestion}; "
+                f"known keys here: {', '.join(names)}"
+            )
+        kwargs[key] = _coerce(value, hints[key], f"{prefix}{key}")
+    try:
+        return cls(**kwargs)
+    except FieldError as err:
+        value = kwargs.get(err.key, getattr(cls, err.key, None))
+        raise RecipeError(
+            f"recipe key '{prefix}{err.key}' {err.message}; got {value!r}; "
+            f"fix it in the recipe or override it with {prefix}{err.key}=VALUE"
+        ) from None
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _read_yaml(text: str, origin: str) -> dict:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise RecipeError(
+            f"recipe {origin} is not valid YAML{where}: "
+            f"{getattr(err, 'problem', None) or err}; fix the syntax and retry"
+        ) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise RecipeError(
+            f"recipe {origin} must be a YAML mapping of keys, got {type(data).__name__}"
+        )
+    return data
+
+
+def recipe_text(recipe: str) -> tuple[str, str]:
+    """Return (YAML text, origin) for a built-in recipe name or a path."""
+    if recipe in BUILTIN_RECIPES:
+        path = resources.files("dpkd_bench") / "recipes" / f"{recipe}.yaml"
+        return path.read_text(encoding="utf-8"), f"'{recipe}' (built-in)"
+    path = Path(recipe)
+    if not path.is_file():
+        raise RecipeError(
+            f"recipe '{recipe}' is neither a file nor a built-in recipe"
+            f"{did_you_mean(recipe, BUILTIN_RECIPES)}; built-ins: {', '.join(BUILTIN_RECIPES)}"
+        )
+    return path.read_text(encoding="utf-8"), f"file {path}"
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse ``section.key=value`` (value read as YAML) into (key path, value)."""
+    key, sep, raw = text.partition("=")
+    parts = key.strip().split(".")
+    if not sep or not key.strip() or any(not p for p in parts):
+        raise RecipeError(
+            f"bad override '{text}': expected section.key=value, e.g. train.steps=200"
+        )
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return parts, value
+
+
+def apply_override(data: dict, text: str, method_names: typing.Iterable[str] = ()) -> None:
+    """Apply one override to the raw recipe mapping. ``<method>.key=v`` goes to method_args."""
+    parts, value = parse_override(text)
+    if parts[0] in set(method_names) and parts[0] not in {
+        f.name for f in dataclasses.fields(Recipe)
+    }:
+        parts = ["method_args", *parts]
+    node = data
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise RecipeError(f"bad override '{text}': '{part}' is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def load_recipe(recipe: str | None = None, overrides: typing.Sequence[str] = ()) -> Recipe:
+    """Load a built-in recipe or a YAML file, apply overrides and validate everything."""
+    from dpkd_bench.methods import METHODS, validate_method_args
+
+    text, origin = recipe_text(recipe or DEFAULT_RECIPE)
+    data = _read_yaml(text, origin)
+    for item in overrides:
+        apply_override(data, item, METHODS)
+    resolved = build(Recipe, data)
+    validate_method_args(resolved.method_args)
+    return resolved
+
+
+def dump_yaml(data: Any) -> str:
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)

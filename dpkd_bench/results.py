@@ -1,0 +1,195 @@
+"""The results store: one run directory on disk, written atomically, read by ``report``.
+
+Layout (see DESIGN.md, "Run directory")::
+
+    DIR/manifest.json
+    DIR/runs/<method>/seed-<k>/{config.yaml, train_log.jsonl, metrics.json, generations/}
+    DIR/leaderboard.csv, DIR/leaderboard.md, DIR/report.html, DIR/plots/*.png
+
+Every whole-file write goes through a temporary file in the same directory and ``os.replace``,
+so a crash never leaves a half-written JSON file behind. This module imports no ML libraries.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from dpkd_bench.errors import UserError
+
+MANIFEST = "manifest.json"
+METRICS = "metrics.json"
+TRAIN_LOG = "train_log.jsonl"
+GENERATIONS = "generations"
+SEED_PREFIX = "seed-"
+REFERENCE_ROWS = ("teacher", "student_init")  # evaluated once, shown as references
+
+
+# ---- atomic files -------------------------------------------------------------------------
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same directory and os.replace."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write UTF-8 ``text`` to ``path`` atomically; parent directories are created."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _dumps(obj: Any, indent: int | None = None) -> str:
+    return json.dumps(obj, indent=indent, ensure_ascii=False)
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(Path(path), _dumps(obj, indent=2) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    """Parse a JSON file; malformed content is a UserError naming the file and line."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise UserError(
+            f"{path} is not valid JSON (line {err.lineno}: {err.msg}); "
+            "repair or delete the file and rerun"
+        ) from None
+
+
+def write_jsonl(path: str | Path, records: Iterable[Any]) -> None:
+    """Write one JSON value per line, atomically."""
+    atomic_write_text(Path(path), "".join(_dumps(r) + "\n" for r in records))
+
+
+def append_jsonl(path: str | Path, record: dict) -> None:
+    """Append one record and flush (train logs: readable while a run is in progress)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(_dumps(record) + "\n")
+        handle.flush()
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """Parse a JSON-lines file (blank lines skipped); a bad line is a UserError with its number."""
+    path = Path(path)
+    records = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise UserError(
+                    f"{path} line {number} is not valid JSON ({err.msg}); "
+                    "repair or delete that line and rerun"
+                ) from None
+    return records
+
+
+# ---- run directory ------------------------------------------------------------------------
+def is_safe_name(name: object) -> bool:
+    """True when ``name`` stays one directory level down: non-empty, no leading '.', and no
+    '/', '\\', '..' or NUL (sweep names like ``dpkd[beta=0.05,rkl_weight=0]`` are fine)."""
+    return (
+        isinstance(name, str)
+        and bool(name)
+        and not name.startswith(".")
+        and not any(s in name for s in ("/", "\\", "..", "\0"))
+    )
+
+
+def check_method_name(method: str) -> str:
+    """Return ``method`` if it can name a directory under runs/, else raise UserError."""
+    if not is_safe_name(method):
+        raise UserError(
+            f"method name {method!r} cannot be used as a run directory name; it must be "
+            "non-empty, not start with '.', and contain no '/', '\\' or '..'"
+        )
+    return method
+
+
+def unit_key(method: str, seed: int) -> str:
+    """The manifest key of one (method, seed) unit: ``<method>/seed-<k>``."""
+    return f"{method}/{SEED_PREFIX}{seed}"
+
+
+def parse_seed_dir(name: str) -> int | None:
+    """``seed-3`` -> 3; anything else -> None."""
+    if not name.startswith(SEED_PREFIX):
+        return None
+    try:
+        return int(name[len(SEED_PREFIX) :])
+    except ValueError:
+        return None
+
+
+class RunDir:
+    """Paths and manifest of one run directory (the ``--out`` of ``dpkd-bench run``)."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.manifest_path = self.root / MANIFEST
+        self.runs_dir = self.root / "runs"
+        self.plots_dir = self.root / "plots"
+
+    def unit_dir(self, method: str, seed: int) -> Path:
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise UserError(f"seed {seed!r} is not an integer; seeds are integers, e.g. 1")
+        return self.runs_dir / check_method_name(method) / f"{SEED_PREFIX}{seed}"
+
+    def is_run(self) -> bool:
+        return self.manifest_path.is_file()
+
+    def load_manifest(self) -> dict:
+        if not self.is_run():
+            raise UserError(
+                f"{self.root} is not a dpkd-bench run directory (no {MANIFEST}); "
+                "pass the --out directory of a `dpkd-bench run`"
+            )
+        manifest = read_json(self.manifest_path)
+        if not isinstance(manifest, dict):
+            raise UserError(
+                f"{self.manifest_path} does not hold a JSON object; it is not a dpkd-bench "
+                "manifest (rerun `dpkd-bench run` into a fresh --out directory)"
+            )
+        return manifest
+
+    def save_manifest(self, manifest: dict) -> None:
+        write_json(self.manifest_path, manifest)
+
+    def update_unit(self, method: str, seed: int, **fields) -> None:
+        """Merge ``fields`` into ``manifest["units"]["<method>/seed-<k>"]``."""
+        self.unit_dir(method, seed)  # validates the name and seed
+        manifest = self.load_manifest()
+        units = manifest.setdefault("units", {})
+        key = unit_key(method, seed)
+        units[key] = {**units.get(key, {}), **fields}
+        self.save_manifest(manifest)
+
+    def completed_units(self) -> list[tuple[str, int]]:
+        """(method, seed) of every unit directory holding metrics.json, sorted."""
+        if not self.runs_dir.is_dir():
+            return []
+        found = []
+        for metrics in self.runs_dir.glob(f"*/{SEED_PREFIX}*/{METRICS}"):
+            method, seed = metrics.parent.parent.name, parse_seed_dir(metrics.parent.name)
+            if seed is not None and is_safe_name(method) and metrics.is_file():
+                found.append((method, seed))
+        return sorted(found)

@@ -1,0 +1,92 @@
+"""Recipe strictness: unknown keys, wrong types, out-of-range values, overrides, built-ins."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dpkd_bench.errors import RecipeError, UserError
+from dpkd_bench.recipe import BUILTIN_RECIPES, Recipe, apply_override, load_recipe
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path, text: str) -> str:
+    path = tmp_path / "r.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.parametrize("name", BUILTIN_RECIPES)
+def test_builtin_recipes_load(name):
+    recipe = load_recipe(name)
+    assert isinstance(recipe, Recipe)
+    assert recipe.name == name
+
+
+@pytest.mark.parametrize("path", sorted(str(p) for p in (REPO / "recipes").rglob("*.yaml")))
+def test_every_repo_recipe_validates(path):
+    recipe = load_recipe(path)
+    first = Path(path).read_text().splitlines()[0]
+    assert first.startswith("# dpkd-bench run"), "a recipe is headed by the command that runs it"
+    assert recipe.methods
+
+
+def test_default_is_synthetic():
+    assert load_recipe(None).name == "synthetic"
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("trian: {steps: 3}", "unknown recipe key 'trian' (did you mean 'train'?)"),
+        ("train: {stepz: 3}", "unknown recipe key 'train.stepz' (did you mean 'train.steps'"),
+        ("train: {steps: three}", "recipe key 'train.steps' must be of type int"),
+        ("train: {steps: -1}", "recipe key 'train.steps' must be >= 0"),
+        ("train: {lr: 0}", "recipe key 'train.lr' must be > 0"),
+        ("eval: {decoding: beam}", "recipe key 'eval.decoding' must be 'sample' or 'greedy'"),
+        ("seeds: 3", "recipe key 'seeds' must be a list"),
+        ("teacher: {model: {trust_remote_code: yes please}}", "must be true or false"),
+        ("method_args: {dpkd: {beta: -1}}", "method_args.dpkd.beta"),
+        ("method_args: {dpkd: {betta: 1}}", "did you mean 'method_args.dpkd.beta'"),
+        ("method_args: {dpkdd: {beta: 1}}", "unknown method 'dpkdd' (did you mean 'dpkd'?)"),
+        ("train: [1, 2]", "must be a mapping"),
+        ("train: {steps: 3", "is not valid YAML"),
+    ],
+)
+def test_strictness(tmp_path, text, fragment):
+    with pytest.raises(UserError) as err:
+        load_recipe(write(tmp_path, text))
+    assert fragment in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_int_accepted_for_float_and_bool_rejected_for_int(tmp_path):
+    assert load_recipe(write(tmp_path, "train: {lr: 1}")).train.lr == 1.0
+    with pytest.raises(RecipeError):
+        load_recipe(write(tmp_path, "train: {steps: true}"))
+
+
+def test_overrides_win_and_route_method_args():
+    recipe = load_recipe("synthetic", ["train.steps=7", "dpkd.beta=0.5", "eval.gen_seeds=[1,2]"])
+    assert recipe.train.steps == 7
+    assert recipe.method_args["dpkd"] == {"beta": 0.5}
+    assert recipe.eval.gen_seeds == [1, 2]
+
+
+@pytest.mark.parametrize("bad", ["train.steps", "=3", "train..steps=3", "name.x=1"])
+def test_bad_override_syntax(bad):
+    with pytest.raises(RecipeError):
+        load_recipe("synthetic", [bad])
+
+
+def test_missing_recipe_file_suggests_builtin():
+    with pytest.raises(RecipeError, match="did you mean 'synthetic'"):
+        load_recipe("synthetik")
+
+
+def test_apply_override_creates_sections():
+    data: dict = {}
+    apply_override(data, "teacher.model.n_layer=3")
+    assert data == {"teacher": {"model": {"n_layer": 3}}}
