@@ -1,0 +1,111 @@
+"""End to end: `dpkd-bench run --recipe synthetic-quick`, the leaderboard, report and CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from dpkd_bench.cli import main
+
+CONTRACT = [
+    "method",
+    "eval_set",
+    "n_seeds",
+    "rougeL_mean",
+    "rougeL_std",
+    "exact_match_mean",
+    "exact_match_std",
+]
+METHODS = ["sft", "kd", "dpkd_token", "dpkd"]
+EVAL_SETS = ["synthetic-id", "synthetic-long", "synthetic-para"]
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("quick") / "run"
+    assert main(["run", "--recipe", "synthetic-quick", "--out", str(out)]) == 0
+    return out
+
+
+def test_leaderboard_schema_and_rows(quick_run):
+    board = pd.read_csv(quick_run / "leaderboard.csv")
+    assert list(board.columns) == CONTRACT
+    assert list(board["method"].unique()) == ["teacher", "student_init", *METHODS]
+    assert set(board["eval_set"]) == set(EVAL_SETS)
+    assert len(board) == (2 + len(METHODS)) * len(EVAL_SETS)
+    assert (board["n_seeds"] == 1).all()
+    assert board["rougeL_std"].isna().all()  # one seed: no std, never 0
+    assert board["rougeL_mean"].between(0, 100).all()
+
+
+def test_run_directory_layout(quick_run):
+    manifest = json.loads((quick_run / "manifest.json").read_text())
+    assert manifest["finished"] and manifest["versions"]["torch"]
+    assert {"data", "teacher", "student_init", "report"} <= set(manifest["stage_times"])
+    for method in METHODS:
+        unit = quick_run / "runs" / method / "seed-1"
+        assert manifest["units"][f"{method}/seed-1"]["state"] == "done"
+        assert (unit / "student" / "model.safetensors").is_file()
+        assert (unit / "config.yaml").is_file()
+        log = [json.loads(line) for line in (unit / "train_log.jsonl").read_text().splitlines()]
+        assert log and {"step", "lr", "loss", "tokens_per_s"} <= set(log[-1])
+        for name in EVAL_SETS:
+            rows = (unit / "generations" / f"{name}.jsonl").read_text().splitlines()
+            record = json.loads(rows[0])
+            assert len(record["predictions"]) == 2  # one per generation seed
+    dpkd_log = json.loads(
+        (quick_run / "runs/dpkd/seed-1/train_log.jsonl").read_text().splitlines()[-1]
+    )
+    assert {"pref", "rkl", "ce", "reward_acc"} <= set(dpkd_log)
+    for name in ("leaderboard.md", "report.html", "plots/scores_synthetic-id.png"):
+        assert (quick_run / name).is_file()
+
+
+def test_report_rebuilds_from_files_alone(quick_run, capsys):
+    before = (quick_run / "leaderboard.csv").read_text()
+    (quick_run / "leaderboard.csv").unlink()
+    (quick_run / "report.html").unlink()
+    assert main(["report", str(quick_run)]) == 0
+    assert (quick_run / "leaderboard.csv").read_text() == before
+    assert (quick_run / "report.html").is_file()
+
+
+def test_same_seed_same_metrics(quick_run, tmp_path):
+    again = tmp_path / "again"
+    assert (
+        main(["run", "--recipe", "synthetic-quick", "--methods", "sft,dpkd", "--out", str(again)])
+        == 0
+    )
+    for unit in ("teacher/seed-1", "student_init/seed-1", "sft/seed-1", "dpkd/seed-1"):
+        first = json.loads((quick_run / "runs" / unit / "metrics.json").read_text())["eval"]
+        second = json.loads((again / "runs" / unit / "metrics.json").read_text())["eval"]
+        assert first == second, unit
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["run", "--methods", "sft,kdd"], "unknown method 'kdd' (did you mean 'kd'?)"),
+        (["run", "--seeds", "1,x"], "--seeds '1,x' is not a comma-separated list"),
+        (["run", "train.steps=-3"], "recipe key 'train.steps' must be >= 0"),
+        (["run", "--recipe", "nope.yaml"], "recipe 'nope.yaml' is neither a file"),
+        (["validate", "synthetic", "trian.steps=3"], "unknown recipe key 'trian'"),
+        (["report", "."], "is not a dpkd-bench run directory"),
+    ],
+)
+def test_user_errors_exit_2_with_one_line(argv, fragment, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and fragment in err
+    assert len(err.splitlines()) == 1
+
+
+def test_ls_and_validate(capsys):
+    assert main(["ls"]) == 0
+    out = capsys.readouterr().out
+    for name in METHODS:
+        assert name in out
+    assert main(["validate", "synthetic-quick"]) == 0
