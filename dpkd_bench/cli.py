@@ -93,11 +93,18 @@ def cmd_validate(args) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the contract's one-line ``error:`` report (exit status 2)."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message}; see `{self.prog} --help`\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="dpkd-bench", description="Benchmark knowledge-distillation methods for LMs."
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     run = sub.add_parser("run", help="train and evaluate methods (default: synthetic benchmark)")
     run.add_argument("--recipe", help=f"recipe YAML or built-in name {BUILTIN_RECIPES}")
     run.add_argument("--methods", help="comma-separated method names, or 'all'")

@@ -35,7 +35,6 @@ from dpkd_bench.results import RunDir, write_json, write_jsonl
 from dpkd_bench.train import BatchStream, train
 
 TEACHER_FORMAT = 1  # bump when teacher training changes in a way that invalidates caches
-REFERENCE_ROWS = ("teacher", "student_init")
 
 
 def cache_root() -> Path:
@@ -153,10 +152,7 @@ class Runner:
             "eval:student_init", self.evaluate_reference, "student_init", student_init, data
         )
         samples = None
-        if any(
-            m.needs_teacher_samples or m.train_data == TEACHER_SAMPLES
-            for m in self.methods.values()
-        ):
+        if any(m.uses_teacher_samples for m in self.methods.values()):
             samples = self._timed("teacher_samples", self.teacher_samples, data, teacher)
         failed = 0
         for seed in self.recipe.seeds:
@@ -170,11 +166,11 @@ class Runner:
     def _finish(self, total: float) -> None:
         from dpkd_bench.report import render
 
-        self._timed("report", render, self.run_dir.root)
         manifest = self.run_dir.load_manifest()
         manifest["finished"] = now_iso()
         manifest["stage_times"]["total"] = round(total, 2)
         self.run_dir.save_manifest(manifest)
+        self._timed("report", render, self.run_dir.root)
         log(f"done in {total:.1f}s: {self.run_dir.root / 'leaderboard.md'}")
 
     def _train(

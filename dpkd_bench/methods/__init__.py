@@ -8,8 +8,14 @@ from dpkd_bench.errors import UserError
 from dpkd_bench.methods.base import Method, TrainContext
 from dpkd_bench.methods.dpkd import DPKD
 from dpkd_bench.methods.dpkd_token import DPKDToken
+from dpkd_bench.methods.gkd import GKD
 from dpkd_bench.methods.kd import KD
+from dpkd_bench.methods.rkl import RKL
+from dpkd_bench.methods.seqkd import SeqKD
 from dpkd_bench.methods.sft import SFT
+from dpkd_bench.methods.skew_fkl import SkewFKL
+from dpkd_bench.methods.skew_rkl import SkewRKL
+from dpkd_bench.methods.tvd import TVD
 from dpkd_bench.recipe import build, did_you_mean
 
 
@@ -22,7 +28,9 @@ def _register(classes: list[type[Method]]) -> dict[str, type[Method]]:
     return registry
 
 
-METHODS: dict[str, type[Method]] = _register([SFT, KD, DPKDToken, DPKD])
+METHODS: dict[str, type[Method]] = _register(
+    [SFT, KD, SeqKD, RKL, SkewFKL, SkewRKL, GKD, TVD, DPKD, DPKDToken]
+)
 
 
 def method_class(name: str) -> type[Method]:

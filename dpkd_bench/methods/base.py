@@ -61,6 +61,11 @@ class Method:
     def __init__(self, config=None):
         self.config = config if config is not None else self.Config()
 
+    @property
+    def uses_teacher_samples(self) -> bool:
+        """Whether the run must sample teacher responses for this method."""
+        return self.needs_teacher_samples or self.train_data == TEACHER_SAMPLES
+
     # ---- hooks -------------------------------------------------------------------------
     def weights(self) -> dict[str, float]:
         raise NotImplementedError

@@ -1,0 +1,67 @@
+"""GKD (Agarwal et al. 2024, arXiv 2306.13649) with TRL's GKDTrainer semantics.
+
+With probability ``lmbda`` a batch's responses are replaced by on-policy student samples for
+its prompts (else the ground truth is used, or teacher samples with ``seq_kd``). The loss is the
+generalised JSD with ``beta`` between teacher and student at temperature ``temperature``, over
+the response tokens only; no CE term.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from dpkd_bench import losses
+from dpkd_bench.methods.base import prepare_ground_truth, sample_student
+from dpkd_bench.methods.token_level import TokenLevelMethod
+from dpkd_bench.recipe import require
+
+
+@dataclass
+class GKDConfig:
+    beta: float = 0.5
+    lmbda: float = 0.5  # fraction of on-policy (student-generated) batches
+    temperature: float = 0.9
+    seq_kd: bool = False  # off-policy batches use teacher samples instead of ground truth
+
+    def __post_init__(self):
+        require(0.0 <= self.beta <= 1.0, "beta", "must be in [0, 1]")
+        require(0.0 <= self.lmbda <= 1.0, "lmbda", "must be in [0, 1]")
+        require(self.temperature > 0, "temperature", "must be > 0")
+
+
+class GKD(TokenLevelMethod):
+    name = "gkd"
+    paper = "Agarwal et al. 2024, On-Policy Distillation of LMs (GKD), arXiv 2306.13649; TRL"
+    Config = GKDConfig
+    units = {"distill": "tokens", "ce": "tokens", "on_policy": "batches"}
+
+    @property
+    def needs_teacher_samples(self) -> bool:  # type: ignore[override]
+        return self.config.seq_kd
+
+    def weights(self):
+        return {"distill": 1.0}
+
+    def prepare(self, batch, ctx):
+        on_policy = float(torch.rand(1, generator=ctx.generator)) < self.config.lmbda
+        if on_policy:
+            batch = {**batch, "responses": sample_student(batch["prompts"], ctx)}
+        elif self.config.seq_kd:
+            batch = {**batch, "responses": batch["teacher_responses"]}
+        prepared = prepare_ground_truth(batch, ctx)
+        prepared["counts"]["batches"] = 1
+        prepared["on_policy"] = on_policy
+        return prepared
+
+    def loss_terms(self, student, prepared, ctx):
+        terms = super().loss_terms(student, prepared, ctx)
+        terms["on_policy"] = torch.tensor(float(prepared["on_policy"]))
+        return terms
+
+    def divergence(self, student_logits, teacher_logits):
+        t = self.config.temperature
+        return losses.token_generalized_jsd(
+            student_logits / t, teacher_logits / t, self.config.beta
+        )

@@ -1,0 +1,83 @@
+"""Every registered method: one step trains the student and leaves the teacher untouched."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from accelerate import Accelerator
+
+from dpkd_bench.errors import UserError
+from dpkd_bench.methods import METHODS, get_method
+from dpkd_bench.recipe import TrainConfig
+from dpkd_bench.train import BatchStream, train
+
+from .test_train_generate import context, items
+
+# Official defaults (papers and their code), one row per method.
+DEFAULTS = {
+    "sft": {},
+    "kd": {"kd_ratio": 0.5, "temperature": 1.0},
+    "seqkd": {"kd_ratio": 0.5},
+    "rkl": {"kd_ratio": 0.5},
+    "skew_fkl": {"alpha": 0.1},
+    "skew_rkl": {"alpha": 0.1},
+    "gkd": {"beta": 0.5, "lmbda": 0.5},
+    "tvd": {"kd_ratio": 0.5},
+    "dpkd": {"beta": 0.1, "pref_weight": 0.5, "ce_weight": 0.5, "length_normalize": True},
+    "dpkd_token": {"beta": 0.1, "kd_ratio": 0.5, "label_smoothing": 0.0, "ipo": False},
+}
+
+
+def test_registry_names():
+    assert set(METHODS) >= set(DEFAULTS)
+
+
+@pytest.mark.parametrize("name", DEFAULTS)
+def test_defaults_match_the_papers(name):
+    config = get_method(name).config
+    for key, value in DEFAULTS[name].items():
+        assert getattr(config, key) == value, (name, key)
+
+
+def test_unknown_method_suggests_closest():
+    with pytest.raises(UserError, match=r"unknown method 'dpdk' \(did you mean 'dpkd'\?\)"):
+        get_method("dpdk")
+
+
+def test_overrides_are_checked():
+    assert get_method("dpkd", beta=0.5).config.beta == 0.5
+    with pytest.raises(UserError, match="method_args.gkd.lmbda"):
+        get_method("gkd", lmbda=2.0)
+
+
+def snapshot(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_one_step_changes_student_not_teacher(name, tokenizer, make_model):
+    method = get_method(name)
+    student, teacher = make_model(seed=5), make_model(seed=6)
+    teacher.eval().requires_grad_(False)
+    data = items(tokenizer, 6)
+    if method.uses_teacher_samples:
+        data = [{**d, "teacher_responses": d["responses"]} for d in data]
+        if method.train_data == "teacher_samples":
+            data = [{"prompts": d["prompts"], "responses": d["responses"]} for d in data]
+    before_s, before_t = snapshot(student), snapshot(teacher)
+    ctx = context(tokenizer, student, teacher if method.uses_teacher else None)
+    cfg = TrainConfig(steps=1, batch_size=3, lr=1e-2, warmup_ratio=0.0)
+    train(method, student, cfg, BatchStream(data, 3, seed=0), ctx, Accelerator(cpu=True))
+    changed = [k for k, v in snapshot(student).items() if not torch.equal(v, before_s[k])]
+    assert changed, f"{name}: no student weight changed"
+    assert all(torch.equal(v, before_t[k]) for k, v in snapshot(teacher).items())
+    assert all(p.grad is None for p in teacher.parameters())
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_describe_has_paper_and_defaults(name):
+    info = METHODS[name]().describe()
+    assert info["paper"] and info["data"]
+    assert set(info["defaults"]) == {f.name for f in dataclasses.fields(METHODS[name].Config)}
