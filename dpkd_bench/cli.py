@@ -6,6 +6,7 @@ Exit status: 0 success; 2 a user error (one ``error:`` line on stderr); 1 an int
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -26,14 +27,34 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def run_overrides(args) -> list[str]:
-    """CLI flags as recipe overrides (flags win over the recipe file and key=value pairs)."""
+def _method_list(text: str) -> list[str]:
+    """Split ``a,b[k=1,j=2],c`` at commas outside brackets; ``all`` is every method."""
     from dpkd_bench.methods import METHODS
 
+    if text.strip() == "all":
+        return list(METHODS)
+    names, depth, current = [], 0, ""
+    for char in text:
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            names.append(current.strip())
+            current = ""
+        else:
+            current += char
+    names.append(current.strip())
+    return [n for n in names if n]
+
+
+def run_overrides(args) -> list[str]:
+    """CLI flags as recipe overrides (flags win over the recipe file and key=value pairs)."""
+    from dpkd_bench.methods import expand_sweeps
+    from dpkd_bench.recipe import load_recipe
+
     overrides = list(args.overrides)
-    if args.methods:
-        names = list(METHODS) if args.methods == "all" else args.methods.split(",")
-        overrides.append(f"methods=[{','.join(n.strip() for n in names)}]")
+    if args.methods or args.sweep:
+        names = _method_list(args.methods) if args.methods else load_recipe(args.recipe).methods
+        names = expand_sweeps(names, args.sweep or [])
+        overrides.append("methods=" + json.dumps(names))
     if args.seeds:
         overrides.append(f"seeds=[{','.join(map(str, parse_seeds(args.seeds)))}]")
     return overrides
@@ -108,6 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="train and evaluate methods (default: synthetic benchmark)")
     run.add_argument("--recipe", help=f"recipe YAML or built-in name {BUILTIN_RECIPES}")
     run.add_argument("--methods", help="comma-separated method names, or 'all'")
+    run.add_argument(
+        "--sweep",
+        action="append",
+        metavar="METHOD.KEY=V1,V2",
+        help="grid of named variants, e.g. --sweep dpkd.beta=0.05,0.1 (repeatable)",
+    )
     run.add_argument("--seeds", help="comma-separated training seeds, e.g. 1,2,3")
     run.add_argument("--out", help="run directory (default: runs/<recipe>-<time>)")
     run.add_argument("--resume", action="store_true", help="continue the run in --out")

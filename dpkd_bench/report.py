@@ -38,6 +38,7 @@ from dpkd_bench.results import (
     read_jsonl,
     unit_key,
 )
+from dpkd_bench.variants import parse_variant
 
 SCORES = (("rougeL", "ROUGE-L"), ("exact_match", "EM"))  # both higher-is-better, 0-100
 LEADERBOARD_COLUMNS = [
@@ -218,6 +219,70 @@ LEGEND = (
 )
 
 
+# ---- ablations: variants of one method side by side ------------------------------------------
+def ablation_tables(board: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Per base method with named variants: rows variants, columns the varied keys + scores."""
+    tables = {}
+    methods = [m for m in dict.fromkeys(board["method"]) if m not in REFERENCE_ROWS]
+    parsed = {m: parse_variant(m) for m in methods}
+    for base in dict.fromkeys(b for b, o in parsed.values() if o):
+        members = [m for m, (b, _) in parsed.items() if b == base]
+        keys = list(dict.fromkeys(k for m in members for k in parsed[m][1]))
+        rows = []
+        for method in members:
+            overrides = parsed[method][1]
+            row = {"variant": method, **{k: overrides.get(k, "default") for k in keys}}
+            for record in board[board["method"] == method].itertuples():
+                for key, label in SCORES:
+                    row[f"{record.eval_set} {label}"] = round(getattr(record, f"{key}_mean"), 2)
+            rows.append(row)
+        tables[base] = pd.DataFrame(rows)
+    return tables
+
+
+def markdown_ablations(tables: dict[str, pd.DataFrame]) -> list[str]:
+    lines = []
+    for base, table in tables.items():
+        lines += ["", f"## Ablation: {md_text(base)}", ""]
+        header = [md_text(c) for c in table.columns]
+        lines.append("| " + " | ".join(header) + " |")
+        lines.append("|" + " --- |" * len(header))
+        for row in table.itertuples(index=False):
+            lines.append("| " + " | ".join(md_text(v) for v in row) + " |")
+    return lines
+
+
+def html_ablations(tables: dict[str, pd.DataFrame]) -> str:
+    parts = []
+    for base, table in tables.items():
+        head = "".join(f"<th>{esc(c)}</th>" for c in table.columns)
+        body = "".join(
+            "<tr>" + "".join(f"<td>{esc(v)}</td>" for v in row) + "</tr>"
+            for row in table.itertuples(index=False)
+        )
+        parts.append(f"<h2>Ablation: {esc(base)}</h2>\n<table><tr>{head}</tr>{body}</table>")
+    return "\n".join(parts)
+
+
+def ablation_plot(base: str, table: pd.DataFrame) -> bytes:
+    """Grouped bars: one group per eval-set score, one bar per variant."""
+    columns = [c for c in table.columns if c.endswith(tuple(f" {label}" for _, label in SCORES))]
+    fig = Figure(figsize=(max(6, 1.2 * len(columns) + 2), 4))
+    ax = fig.add_subplot(1, 1, 1)
+    width = 0.8 / max(len(table), 1)
+    for i, row in enumerate(table.itertuples(index=False)):
+        values = [table.iloc[i][c] for c in columns]
+        ax.bar([x + i * width for x in range(len(columns))], values, width, label=str(row[0]))
+    ax.set_xticks(
+        [x + 0.4 - width / 2 for x in range(len(columns))], columns, rotation=20, ha="right"
+    )
+    ax.set_ylabel("score (%)")
+    ax.set_title(f"Ablation: {base}")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return png_bytes(fig)
+
+
 # ---- Markdown ------------------------------------------------------------------------------
 def md_text(text: object) -> str:
     return " ".join(str(text).split()).replace("|", "\\|")
@@ -259,6 +324,7 @@ def render_markdown(view: RunView, board: pd.DataFrame) -> str:
         lines.append("No finished units yet.")
     else:
         lines += markdown_table(table_header(eval_sets), table_rows(board, eval_sets))
+    lines += markdown_ablations(ablation_tables(board)) if not board.empty else []
     left_out = not_scored_lines(view)
     if left_out:
         lines += ["", "Units not in the table:", ""] + [f"- {md_text(line)}" for line in left_out]
@@ -358,7 +424,11 @@ def training_plots(view: RunView) -> dict[str, bytes]:
 
 def write_plots(run: RunDir, plots: dict[str, bytes]) -> list[Path]:
     """Write the plots and remove report plots of an earlier render that are now stale."""
-    stale = [*run.plots_dir.glob("scores_*.png"), run.plots_dir / TRAINING_PLOT]
+    stale = [
+        *run.plots_dir.glob("scores_*.png"),
+        *run.plots_dir.glob("ablation_*.png"),
+        run.plots_dir / TRAINING_PLOT,
+    ]
     for path in stale:
         if path.name not in plots:
             path.unlink(missing_ok=True)
@@ -512,6 +582,7 @@ def render_html(view: RunView, board: pd.DataFrame, plots: dict[str, bytes]) -> 
         f"<h1>{esc(title)}</h1>",
         f"<p>Recipe: <b>{esc(view.recipe_name)}</b></p>",
         html_leaderboard(view, board),
+        html_ablations(ablation_tables(board)) if not board.empty else "",
         html_plots(plots),
         html_samples(view, board_eval_sets(board)),
         f"<h2>Manifest</h2>\n<pre>{esc(manifest)}</pre>",
@@ -531,6 +602,9 @@ def render(run_dir: str | Path) -> list[Path]:
     view = load_run(run)
     board = aggregate(seed_scores(view))
     plots = {**score_plots(view, board), **training_plots(view)}
+    if not board.empty:
+        for base, table in ablation_tables(board).items():
+            plots[f"ablation_{file_slug(base)}.png"] = ablation_plot(base, table)
     csv_path, md_path, html_path = (
         run.root / "leaderboard.csv",
         run.root / "leaderboard.md",

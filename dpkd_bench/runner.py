@@ -26,12 +26,12 @@ from accelerate.utils import set_seed
 from dpkd_bench import __version__
 from dpkd_bench.data.prepare import EvalSet, PreparedData, prepare_data
 from dpkd_bench.generate import DecodeSettings, generate_ids, generate_texts
-from dpkd_bench.methods import get_method, method_class
+from dpkd_bench.methods import get_method, parse_variant
 from dpkd_bench.methods.base import TEACHER_SAMPLES, Method, TrainContext
 from dpkd_bench.metrics import mean_over_generations, score_examples
 from dpkd_bench.models import build_model, freeze, load_pretrained, preflight_models, save_model
 from dpkd_bench.recipe import Recipe, SamplingConfig, TrainConfig, dump_yaml
-from dpkd_bench.results import RunDir, write_json, write_jsonl
+from dpkd_bench.results import RunDir, check_method_name, write_json, write_jsonl
 from dpkd_bench.train import BatchStream, train
 
 TEACHER_FORMAT = 1  # bump when teacher training changes in a way that invalidates caches
@@ -102,9 +102,11 @@ class Runner:
         self.stage_times: dict[str, float] = {}
         self.methods = {name: self._method(name) for name in recipe.methods}
 
-    def _method(self, name: str) -> Method:
-        method_class(name)  # unknown names fail here, before anything trains
-        return get_method(name, **self.recipe.method_args.get(name, {}))
+    def _method(self, spec: str) -> Method:
+        """Unknown names and bad values fail here, before anything trains."""
+        check_method_name(spec)
+        base, _ = parse_variant(spec)
+        return get_method(spec, **self.recipe.method_args.get(base, {}))
 
     # ---- manifest ----------------------------------------------------------------------
     def _start_manifest(self, data: PreparedData) -> None:

@@ -183,7 +183,11 @@ def test_leaderboard_markdown_bolds_best_student_and_marks_single_seed(run: RunD
     render(run.root)
     md = (run.root / "leaderboard.md").read_text(encoding="utf-8")
     assert "fake-recipe" in md.splitlines()[0]
-    lines = {line.split(" | ")[0].strip("|* "): line for line in md.splitlines() if "|" in line}
+    board_md = md.split("## Ablation")[0]
+    lines = {
+        line.split(" | ")[0].strip("|* "): line for line in board_md.splitlines() if "|" in line
+    }
+    assert "## Ablation: dpkd" in md
     assert "*40.00 ± n/a*" in lines["teacher"] and "**" not in lines["teacher"]
     assert "**" not in lines["student_init"]
     # dolly ROUGE-L, dolly EM, shifted ROUGE-L, shifted EM

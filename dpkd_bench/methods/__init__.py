@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
+
+import yaml
 
 from dpkd_bench.errors import UserError
 from dpkd_bench.methods.base import Method, TrainContext
@@ -17,6 +20,7 @@ from dpkd_bench.methods.skew_fkl import SkewFKL
 from dpkd_bench.methods.skew_rkl import SkewRKL
 from dpkd_bench.methods.tvd import TVD
 from dpkd_bench.recipe import build, did_you_mean
+from dpkd_bench.variants import parse_variant, variant_name
 
 
 def _register(classes: list[type[Method]]) -> dict[str, type[Method]]:
@@ -43,15 +47,52 @@ def method_class(name: str) -> type[Method]:
 
 
 def get_method(name: str, **overrides: Any) -> Method:
-    """Instantiate a registered method; ``overrides`` are checked against its Config."""
-    cls = method_class(name)
-    return cls(build(cls.Config, overrides, where=f"method_args.{name}"))
+    """Instantiate a registered method (or a ``name[key=value,...]`` variant of one).
+
+    ``overrides`` and the variant's values are checked against the method's Config; the
+    variant's values win.
+    """
+    base, variant = parse_variant(name)
+    cls = method_class(base)
+    return cls(build(cls.Config, {**overrides, **variant}, where=f"method_args.{base}"))
 
 
-def validate_method_args(method_args: dict[str, dict[str, Any]]) -> None:
-    """Every ``method_args`` section must name a method and fit its Config."""
+def expand_sweeps(methods: list[str], sweeps: list[str]) -> list[str]:
+    """Expand ``method.key=v1,v2`` sweeps into the grid of named variants of that method."""
+    grids: dict[str, list[tuple[str, list[Any]]]] = {}
+    for sweep in sweeps:
+        target, sep, values = sweep.partition("=")
+        base, dot, key = target.partition(".")
+        if not (sep and dot and key and values):
+            raise UserError(
+                f"bad --sweep '{sweep}': expected method.key=v1,v2 (e.g. dpkd.beta=0.05,0.1)"
+            )
+        method_class(base)
+        grids.setdefault(base, []).append((key, [yaml.safe_load(v) for v in values.split(",")]))
+    expanded: list[str] = []
+    for spec in methods:
+        base, fixed = parse_variant(spec)
+        axes = grids.get(base)
+        if not axes:
+            expanded.append(spec)
+            continue
+        for combo in itertools.product(*(values for _, values in axes)):
+            overrides = {**fixed, **dict(zip((k for k, _ in axes), combo, strict=True))}
+            expanded.append(variant_name(base, overrides))
+    unknown = set(grids) - {parse_variant(m)[0] for m in methods}
+    if unknown:
+        raise UserError(
+            f"--sweep names {sorted(unknown)} but --methods does not include them; add them"
+        )
+    return expanded
+
+
+def validate_methods(methods: list[str], method_args: dict[str, dict[str, Any]]) -> None:
+    """Every listed method (or variant) and every ``method_args`` section must resolve."""
     for name, args in method_args.items():
         get_method(name, **args)
+    for spec in methods:
+        get_method(spec, **method_args.get(parse_variant(spec)[0], {}))
 
 
 __all__ = [
@@ -60,5 +101,5 @@ __all__ = [
     "TrainContext",
     "get_method",
     "method_class",
-    "validate_method_args",
+    "validate_methods",
 ]
