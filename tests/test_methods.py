@@ -21,6 +21,7 @@ DEFAULTS = {
     "kd": {"kd_ratio": 0.5, "temperature": 1.0},
     "seqkd": {"kd_ratio": 0.5},
     "rkl": {"kd_ratio": 0.5},
+    "minillm": {"mix_alpha": 0.2, "clip_epsilon": 0.2},
     "skew_fkl": {"alpha": 0.1},
     "skew_rkl": {"alpha": 0.1},
     "gkd": {"beta": 0.5, "lmbda": 0.5},
@@ -81,3 +82,25 @@ def test_describe_has_paper_and_defaults(name):
     info = METHODS[name]().describe()
     assert info["paper"] and info["data"]
     assert set(info["defaults"]) == {f.name for f in dataclasses.fields(METHODS[name].Config)}
+
+
+def test_minillm_future_returns_are_length_normalised():
+    from dpkd_bench.methods.minillm import normalised_future_returns
+
+    rewards = torch.tensor([[1.0, 2.0, 3.0, 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    returns = normalised_future_returns(rewards, mask, gamma=1.0)
+    torch.testing.assert_close(returns, torch.tensor([[2.5, 3.0, 0.0, 0.0]]))
+    discounted = normalised_future_returns(rewards, mask, gamma=0.5)
+    torch.testing.assert_close(discounted[0, 0], torch.tensor((2.0 + 0.5 * 3.0) / 2))
+
+
+def test_minillm_reuses_a_rollout_for_ppo_epochs(tokenizer, make_model):
+    method = get_method("minillm", ppo_epochs=2)
+    student, teacher = make_model(seed=5), make_model(seed=6).eval()
+    ctx = context(tokenizer, student, teacher)
+    data = items(tokenizer, 4)
+    batch = {k: [d[k] for d in data] for k in data[0]}
+    first = method.prepare(batch, ctx)
+    assert method.prepare(batch, ctx) is first
+    assert method.prepare(batch, ctx) is not first

@@ -13,6 +13,7 @@ from dpkd_bench.methods.dpkd import DPKD
 from dpkd_bench.methods.dpkd_token import DPKDToken
 from dpkd_bench.methods.gkd import GKD
 from dpkd_bench.methods.kd import KD
+from dpkd_bench.methods.minillm import MiniLLM
 from dpkd_bench.methods.rkl import RKL
 from dpkd_bench.methods.seqkd import SeqKD
 from dpkd_bench.methods.sft import SFT
@@ -33,7 +34,7 @@ def _register(classes: list[type[Method]]) -> dict[str, type[Method]]:
 
 
 METHODS: dict[str, type[Method]] = _register(
-    [SFT, KD, SeqKD, RKL, SkewFKL, SkewRKL, GKD, TVD, DPKD, DPKDToken]
+    [SFT, KD, SeqKD, RKL, MiniLLM, SkewFKL, SkewRKL, GKD, TVD, DPKD, DPKDToken]
 )
 
 
