@@ -7,12 +7,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from datetime import datetime
 from pathlib import Path
 
 from dpkd_bench.errors import UserError
 from dpkd_bench.recipe import BUILTIN_RECIPES, DEFAULT_RECIPE
+
+# OpenMP threads that spin while waiting make small CPU models many times slower when another
+# process shares the cores; passive waiting costs nothing when they don't. Set before torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def parse_seeds(text: str) -> list[int]:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 
-import pytest
-import torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: no spinning threads
 
-from dpkd_bench.data.template import build_prompt
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from dpkd_bench.data.template import build_prompt  # noqa: E402
 from dpkd_bench.data.tokenizer import train_bpe_tokenizer
 from dpkd_bench.models import build_model
 from dpkd_bench.recipe import ModelConfig

@@ -90,7 +90,7 @@ def test_schema(suite):
 
 
 def test_text_is_small_plain_lowercase_ascii(suite):
-    allowed = re.compile(r"^[a-z0-9 ,.:?+\n]*$")
+    allowed = re.compile(r"^[a-z0-9 ,.:?+=\n]*$")
     words = set()
     for records in suite.values():
         for r in records:

@@ -201,10 +201,10 @@ _CAPITAL_FRAMES = (
     "{name} was born in {country}.",
 )
 _CAPITAL_LONG_FRAMES = (
-    "last year {name} and {other} took a train all the way to {country}.",
-    "{name} told {other} that the food in {country} is very good.",
-    "after the rain {name} walked with a dog across the whole of {country}.",
-    "{name} and {other} sold a red kite to a man who lives in {country}.",
+    "{name} and {other} both live in {country} now.",
+    "last year {name} went by train to {country}.",
+    "{name} told {other} about the food in {country}.",
+    "after the rain {name} walked across {country}.",
 )
 
 
@@ -226,9 +226,9 @@ _OPPOSITE_FRAMES = (
     "{name} sees the {adj} {noun}.",
 )
 _OPPOSITE_LONG_FRAMES = (
-    "{name} said that the {noun} on the {place} was {adj} last night.",
-    "we all saw that the {noun} next to the {other} is {adj} now.",
-    "when {name} came home the {noun} under the {place} felt {adj} to us.",
+    "{name} says that the {noun} is {adj} today.",
+    "the {noun} on the {place} is very {adj} now.",
+    "we think that this {noun} next to the {other} looks {adj}.",
 )
 
 
@@ -250,7 +250,7 @@ def _extract(rng: random.Random, long: bool) -> Task:
     asked = rng.choice(list(record))
     value = record[asked]
     text = "\n".join(f"{key}: {val}" for key, val in record.items())
-    return Task(text, (value, f"the {asked} is {value}."), {"field": asked})
+    return Task(text, (f"the {asked} is {value}.", f"{asked}: {value}"), {"field": asked})
 
 
 def _count(rng: random.Random, long: bool) -> Task:
@@ -263,7 +263,7 @@ def _add(rng: random.Random, long: bool) -> Task:
     a, b = rng.randint(0, 9), rng.randint(0, 9)
     name, other = rng.sample(NAMES, 2)
     text = rng.choice(frames).format(a=a, b=b, name=name, other=other, place=rng.choice(PLACES))
-    return Task(text, (str(a + b),))
+    return Task(text, (f"{a} + {b} = {a + b}",))  # operands echoed next to the sum
 
 
 _ADD_FRAMES = (
@@ -288,7 +288,7 @@ def _reverse(rng: random.Random, long: bool) -> Task:
 def _pattern(rng: random.Random, long: bool) -> Task:
     period = rng.randint(2, 3)
     cycle = rng.sample(NOUNS, period)
-    shown = 2 * period + (rng.randint(3, 5) + period if long else rng.randint(0, 2))
+    shown = 2 * period + (rng.randint(3, 5) if long else rng.randint(0, 2))
     terms = [cycle[i % period] for i in range(shown + 3)]
     return Task(_word_list(terms[:shown]), (_word_list(terms[shown:]),))
 
@@ -303,8 +303,6 @@ def _describe(rng: random.Random, long: bool) -> Task:
     if long or rng.random() < 0.5:
         facts["material"] = rng.choice(MATERIALS)
     lines = [f"{key}: {val}" for key, val in facts.items()]
-    if long:  # the training records list the fields in one fixed order
-        rng.shuffle(lines)
     obj, colour, size, place = facts["object"], facts["colour"], facts["size"], facts["place"]
     made = f" made of {facts['material']}" if "material" in facts else ""
     return Task(
@@ -367,7 +365,7 @@ FAMILIES: dict[str, Family] = _register(
             "which {field} does the record list?",
         ),
         _extract,
-        "copy one named field out of a short key: value record",
+        "copy one named field out of a short key: value record of 3 or 4 fields",
     ),
     Family(
         "count",
@@ -437,7 +435,7 @@ FAMILIES: dict[str, Family] = _register(
             "make one sentence that describes this object.",
         ),
         _describe,
-        "a key: value description of an object turned into one sentence",
+        "a key: value description of an object (material in half of them) as one sentence",
     ),
 )
 
