@@ -74,6 +74,10 @@ class RunView:
     def methods(self) -> list[str]:
         return list(dict.fromkeys(method for method, _ in self.units))
 
+    @property
+    def eval_sets(self) -> list[str]:
+        return [str(name) for name in self.manifest.get("eval_sets", [])]
+
     def not_scored(self) -> dict[str, dict]:
         """Manifest units that are not "done" (failed, running, pending)."""
         units = self.manifest.get("units") or {}
@@ -325,6 +329,7 @@ def render_markdown(view: RunView, board: pd.DataFrame) -> str:
     else:
         lines += markdown_table(table_header(eval_sets), table_rows(board, eval_sets))
     lines += markdown_ablations(ablation_tables(board)) if not board.empty else []
+    lines += markdown_families(family_scores(view))
     left_out = not_scored_lines(view)
     if left_out:
         lines += ["", "Units not in the table:", ""] + [f"- {md_text(line)}" for line in left_out]
@@ -461,6 +466,50 @@ def read_generations(unit: Path, eval_set: str) -> list[dict]:
     if not is_safe_name(eval_set) or not path.is_file():
         return []
     return [r for r in read_jsonl(path) if isinstance(r, dict)]
+
+
+def family_scores(view: RunView) -> pd.DataFrame:
+    """Exact match per task family (records with a ``family``), mean over every finished seed.
+
+    Columns: method, eval_set, family, n, exact_match, rougeL. Empty when no record has one.
+    """
+    rows = []
+    for method, seed in view.units:
+        unit = view.run.unit_dir(method, seed)
+        for eval_set in view.eval_sets:
+            for record in read_generations(unit, eval_set):
+                if record.get("family"):
+                    rows.append(
+                        {
+                            "method": method,
+                            "eval_set": eval_set,
+                            "family": record["family"],
+                            "exact_match": float(record.get("exact_match", 0.0)),
+                            "rougeL": float(record.get("rougeL", 0.0)),
+                        }
+                    )
+    if not rows:
+        return pd.DataFrame(columns=["method", "eval_set", "family", "n", "exact_match", "rougeL"])
+    frame = pd.DataFrame(rows)
+    grouped = frame.groupby(["method", "eval_set", "family"], sort=False)
+    table = grouped.agg(
+        n=("exact_match", "size"), exact_match=("exact_match", "mean"), rougeL=("rougeL", "mean")
+    )
+    return table.reset_index().round(2)
+
+
+def markdown_families(families: pd.DataFrame) -> list[str]:
+    """One table per eval set: rows methods, columns families, cells exact match (%)."""
+    lines = []
+    for eval_set, group in families.groupby("eval_set", sort=False):
+        wide = group.pivot(index="method", columns="family", values="exact_match")
+        wide = wide.reindex(list(dict.fromkeys(group["method"])))
+        lines += ["", f"## Exact match per family: {md_text(eval_set)}", ""]
+        lines.append("| method | " + " | ".join(md_text(c) for c in wide.columns) + " |")
+        lines.append("| --- |" + " ---: |" * len(wide.columns))
+        for method, row in wide.iterrows():
+            lines.append(f"| {md_text(method)} | " + " | ".join(f"{v:.1f}" for v in row) + " |")
+    return lines
 
 
 def first_prediction(record: dict | None) -> str | None:
@@ -612,6 +661,8 @@ def render(run_dir: str | Path) -> list[Path]:
     )
     atomic_write_text(csv_path, board.to_csv(index=False, lineterminator="\n"))
     atomic_write_text(md_path, render_markdown(view, board))
+    families_path = run.root / "families.csv"
+    atomic_write_text(families_path, family_scores(view).to_csv(index=False, lineterminator="\n"))
     plot_paths = write_plots(run, plots)
     atomic_write_text(html_path, render_html(view, board, plots))
-    return [csv_path, md_path, html_path, *plot_paths]
+    return [csv_path, md_path, families_path, html_path, *plot_paths]

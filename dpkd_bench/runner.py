@@ -206,13 +206,17 @@ class Runner:
         cfg = self.recipe.teacher
         if cfg.model.name_or_path:
             return freeze(load_pretrained(cfg.model.name_or_path, cfg.model))
-        key = content_key(
-            TEACHER_FORMAT, data.hashes["train"], data.hashes["tokenizer"], asdict(cfg)
-        )
+        key = teacher_key(self.recipe, data)
         path = self.cache / f"teacher-{key}"
         if (path / "model.safetensors").is_file():
             log(f"teacher: cached at {path}")
             return freeze(load_pretrained(path, cfg.model))
+        shipped = shipped_teacher(key)
+        if shipped is not None:
+            log(f"teacher: shipped with the package ({shipped}), key {key}")
+            model = load_pretrained(shipped, cfg.model).float()
+            save_model(model, data.tokenizer, path)
+            return freeze(model)
         log(f"teacher: training {cfg.model.n_layer}x{cfg.model.n_embd} for {cfg.train.steps} steps")
         model = build_model(cfg.model, data.tokenizer, seed=data_seed(self.recipe))
         self._train(
@@ -377,6 +381,27 @@ class Runner:
             "rougeL": sum(r["rougeL"] for r in records) / n,
             "n": n,
         }
+
+
+SHIPPED_TEACHER = Path(__file__).parent / "assets" / "default-teacher"
+
+
+def shipped_teacher(key: str) -> Path | None:
+    """The teacher shipped with the package, when it was trained for exactly this key.
+
+    It is rebuilt by ``python -m dpkd_bench.assets.rebuild_teacher``; its ``key`` file holds the
+    content hash (data, tokenizer, teacher config) it was trained for.
+    """
+    key_file = SHIPPED_TEACHER / "key"
+    if key_file.is_file() and key_file.read_text(encoding="utf-8").strip() == key:
+        return SHIPPED_TEACHER
+    return None
+
+
+def teacher_key(recipe: Recipe, data: PreparedData) -> str:
+    return content_key(
+        TEACHER_FORMAT, data.hashes["train"], data.hashes["tokenizer"], asdict(recipe.teacher)
+    )
 
 
 def data_seed(recipe: Recipe) -> int:

@@ -109,3 +109,13 @@ def test_ls_and_validate(capsys):
     for name in METHODS:
         assert name in out
     assert main(["validate", "synthetic-quick"]) == 0
+
+
+def test_shipped_teacher_is_used_only_for_its_key(tmp_path, monkeypatch):
+    from dpkd_bench import runner
+
+    monkeypatch.setattr(runner, "SHIPPED_TEACHER", tmp_path)
+    assert runner.shipped_teacher("abc") is None
+    (tmp_path / "key").write_text("abc\n")
+    assert runner.shipped_teacher("abc") == tmp_path
+    assert runner.shipped_teacher("abd") is None
