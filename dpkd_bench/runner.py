@@ -31,7 +31,7 @@ from dpkd_bench.methods.base import TEACHER_SAMPLES, Method, TrainContext
 from dpkd_bench.metrics import mean_over_generations, score_examples
 from dpkd_bench.models import build_model, freeze, load_pretrained, preflight_models, save_model
 from dpkd_bench.recipe import Recipe, SamplingConfig, TrainConfig, dump_yaml
-from dpkd_bench.results import RunDir, check_method_name, write_json, write_jsonl
+from dpkd_bench.results import RunDir, atomic_write_text, check_method_name, write_json, write_jsonl
 from dpkd_bench.train import BatchStream, train
 
 TEACHER_FORMAT = 1  # bump when teacher training changes in a way that invalidates caches
@@ -275,9 +275,7 @@ class Runner:
 
     def teacher_identity(self, data: PreparedData) -> str:
         cfg = self.recipe.teacher
-        return cfg.model.name_or_path or content_key(
-            TEACHER_FORMAT, data.hashes["train"], asdict(cfg)
-        )
+        return cfg.model.name_or_path or teacher_key(self.recipe, data)
 
     # ---- units -------------------------------------------------------------------------
     def run_unit(self, name, method, seed, data, teacher, student_init, samples) -> bool:
@@ -287,8 +285,7 @@ class Runner:
         try:
             items = unit_items(method, data.train_items, samples)
             model = copy.deepcopy(student_init)
-            (unit_dir / "config.yaml").parent.mkdir(parents=True, exist_ok=True)
-            (unit_dir / "config.yaml").write_text(dump_yaml(method.describe()), encoding="utf-8")
+            atomic_write_text(unit_dir / "config.yaml", dump_yaml(method.describe()))
             log_path = unit_dir / "train_log.jsonl"
             log_path.unlink(missing_ok=True)
             teacher_arg = teacher if method.uses_teacher else None
