@@ -119,3 +119,16 @@ def test_shipped_teacher_is_used_only_for_its_key(tmp_path, monkeypatch):
     (tmp_path / "key").write_text("abc\n")
     assert runner.shipped_teacher("abc") == tmp_path
     assert runner.shipped_teacher("abd") is None
+
+
+def test_ablation_recipe_renders_its_table(tmp_path):
+    out = tmp_path / "ablation"
+    recipe = "recipes/ablations/dpkd-reward-vs-kl.yaml"
+    argv = ["run", "--recipe", recipe, "--out", str(out), "base=synthetic-quick", "train.steps=2"]
+    assert main(argv) == 0
+    md = (out / "leaderboard.md").read_text()
+    assert "## Ablation: dpkd" in md
+    ablation = md.split("## Ablation: dpkd")[1].split("##")[0]
+    assert "dpkd[pref_weight=0,rkl_weight=1,ce_weight=0]" in ablation
+    assert "| variant | pref_weight | rkl_weight | ce_weight | length_normalize |" in ablation
+    assert (out / "plots" / "ablation_dpkd.png").is_file()

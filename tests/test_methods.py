@@ -21,10 +21,10 @@ DEFAULTS = {
     "kd": {"kd_ratio": 0.5, "temperature": 1.0},
     "seqkd": {"kd_ratio": 0.5},
     "rkl": {"kd_ratio": 0.5},
-    "minillm": {"mix_alpha": 0.2, "clip_epsilon": 0.2},
-    "skew_fkl": {"alpha": 0.1},
-    "skew_rkl": {"alpha": 0.1},
-    "gkd": {"beta": 0.5, "lmbda": 0.5},
+    "minillm": {"mix_alpha": 0.2, "clip_epsilon": 0.2, "gamma": 0.95, "ppo_epochs": 4},
+    "skew_fkl": {"alpha": 0.1, "kd_ratio": 1.0},
+    "skew_rkl": {"alpha": 0.1, "kd_ratio": 1.0},
+    "gkd": {"beta": 0.5, "lmbda": 0.5, "temperature": 0.9},
     "tvd": {"kd_ratio": 0.5},
     "dpkd": {"beta": 0.1, "pref_weight": 0.5, "ce_weight": 0.5, "length_normalize": True},
     "dpkd_token": {"beta": 0.1, "kd_ratio": 0.5, "label_smoothing": 0.0, "ipo": False},
@@ -84,15 +84,17 @@ def test_describe_has_paper_and_defaults(name):
     assert set(info["defaults"]) == {f.name for f in dataclasses.fields(METHODS[name].Config)}
 
 
-def test_minillm_future_returns_are_length_normalised():
-    from dpkd_bench.methods.minillm import normalised_future_returns
+def test_minillm_returns_are_length_normalised():
+    from dpkd_bench.methods.minillm import length_normalised_returns, whiten
 
     rewards = torch.tensor([[1.0, 2.0, 3.0, 0.0]])
     mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
-    returns = normalised_future_returns(rewards, mask, gamma=1.0)
-    torch.testing.assert_close(returns, torch.tensor([[2.5, 3.0, 0.0, 0.0]]))
-    discounted = normalised_future_returns(rewards, mask, gamma=0.5)
-    torch.testing.assert_close(discounted[0, 0], torch.tensor((2.0 + 0.5 * 3.0) / 2))
+    returns = length_normalised_returns(rewards, mask, gamma=1.0)
+    torch.testing.assert_close(returns, torch.tensor([[2.0, 2.5, 3.0, 0.0]]))
+    discounted = length_normalised_returns(rewards, mask, gamma=0.5)
+    torch.testing.assert_close(discounted[0, 1], torch.tensor((2.0 + 0.5 * 3.0) / 2))
+    white = whiten(returns, mask)
+    assert abs(float(white[mask.bool()].mean())) < 1e-6 and white[0, 3] == 0
 
 
 def test_minillm_reuses_a_rollout_for_ppo_epochs(tokenizer, make_model):

@@ -131,7 +131,9 @@ def ce_sum(logits: torch.Tensor, pairs: dict[str, torch.Tensor]) -> torch.Tensor
 
 
 @torch.no_grad()
-def sample_student(prompts: list, ctx: TrainContext) -> list[list[int]]:
+def sample_student(
+    prompts: list, ctx: TrainContext, settings: DecodeSettings | None = None
+) -> list[list[int]]:
     """On-policy samples from the student (EOS kept; nothing after the first EOS)."""
     student = ctx.student
     batch = to_device(collate_prompts(prompts, ctx.tokenizer.pad_token_id), ctx.device)
@@ -141,7 +143,7 @@ def sample_student(prompts: list, ctx: TrainContext) -> list[list[int]]:
         student,
         batch["input_ids"],
         batch["attention_mask"],
-        ctx.sampling,
+        settings or ctx.sampling,
         ctx.tokenizer.eos_token_id,
         ctx.tokenizer.pad_token_id,
         ctx.generator,

@@ -39,6 +39,11 @@ class DPKDToken(TokenLevelMethod):
     name = "dpkd_token"
     paper = "Li et al. 2024, Direct Preference Knowledge Distillation, arXiv 2406.19774 (code)"
     Config = DPKDTokenConfig
+    deviation = (
+        "simpo_gamma follows the SimPO paper (reference-free logit minus a margin); the "
+        "official --simpo flag instead rescales the loss by the rejected length; the official "
+        "--DPOP flag uses lambda = 50"
+    )
 
     def divergence(self, student_logits, teacher_logits):
         c = self.config

@@ -1,14 +1,15 @@
 """GKD (Agarwal et al. 2024, arXiv 2306.13649) with TRL's GKDTrainer semantics.
 
 With probability ``lmbda`` a batch's responses are replaced by on-policy student samples for
-its prompts (else the ground truth is used, or teacher samples with ``seq_kd``). The loss is the
-generalised JSD with ``beta`` between teacher and student at temperature ``temperature``, over
-the response tokens only; no CE term.
+its prompts, drawn at ``temperature`` (0.9) with top-k 0 and top-p 1 (else the ground truth is
+used, or teacher samples with ``seq_kd``). The loss is the generalised JSD with ``beta`` between
+teacher and student (temperature 1), over the response tokens only, up to the first EOS;
+no CE term.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -22,7 +23,7 @@ from dpkd_bench.recipe import require
 class GKDConfig:
     beta: float = 0.5
     lmbda: float = 0.5  # fraction of on-policy (student-generated) batches
-    temperature: float = 0.9
+    temperature: float = 0.9  # of the on-policy sampling
     seq_kd: bool = False  # off-policy batches use teacher samples instead of ground truth
 
     def __post_init__(self):
@@ -47,7 +48,10 @@ class GKD(TokenLevelMethod):
     def prepare(self, batch, ctx):
         on_policy = float(torch.rand(1, generator=ctx.generator)) < self.config.lmbda
         if on_policy:
-            batch = {**batch, "responses": sample_student(batch["prompts"], ctx)}
+            settings = replace(
+                ctx.sampling, temperature=self.config.temperature, top_k=0, top_p=1.0
+            )
+            batch = {**batch, "responses": sample_student(batch["prompts"], ctx, settings)}
         elif self.config.seq_kd:
             batch = {**batch, "responses": batch["teacher_responses"]}
         prepared = prepare_ground_truth(batch, ctx)

@@ -1,20 +1,22 @@
 """MiniLLM (Gu et al. 2024, arXiv 2306.08543): on-policy reverse KL by policy gradient.
 
-Per prompt a response is sampled from the teacher-mixed distribution
-``p_mix = alpha * p + (1 - alpha) * q_old`` (alpha = 0.2). With per-token reward
-``r_t = log p(y_t | y_<t) - log q_old(y_t | y_<t)`` the reverse-KL gradient splits into
+As in the official code (microsoft/LMOps, minillm/):
 
-* the single-step part: the exact reverse KL(q || p) over the vocabulary at every step of the
-  sampled response (no sampling noise for r_t itself), and
-* the long-term part: a PPO-style clipped policy-gradient term whose advantage is the
-  length-normalised, gamma-discounted sum of *future* rewards
-  ``R_t = sum_{t' > t} gamma^(t'-t-1) r_t' / (number of future tokens)``.
+* rollouts are sampled from the teacher-mixed distribution
+  ``p_mix = alpha * p + (1 - alpha) * q_old`` in probability space (alpha = 0.2);
+* the per-token reward is ``r_t = (log p(y_t) - log q_old(y_t)) / reward_scaling``;
+* the advantage is the length-normalised discounted return
+  ``A_t = sum_{k >= t} gamma^(k - t) r_k / L_t`` (L_t: response tokens from t to the end,
+  gamma = 0.95), whitened over the batch;
+* the PPO-style objective clips ``ratio * w`` to 1 +- epsilon (0.2), where
+  ``ratio = q_theta(y_t) / q_old(y_t)`` and ``w = q_old(y_t) / p_mix(y_t)`` corrects for sampling
+  from the mixture;
+* the single-step regulariser is the exact reverse KL(q || p) over the vocabulary at every
+  position of the rollout;
+* each rollout is reused for ``ppo_epochs`` (4) optimiser steps.
 
-Both are importance-weighted by ``w_t = q_old(y_t) / p_mix(y_t)`` (responses were sampled from
-the mixture, not from q), and the policy ratio ``q_theta / q_old`` is clipped to 1 +- epsilon
-(0.2). A rollout is reused for ``ppo_epochs`` optimiser steps, so the ratio moves away from 1
-after the first. An optional CE term on the ground truth stands in for MiniLLM's LM loss on a
-pre-training corpus (weight ``ce_weight``).
+MiniLLM also adds an LM loss on a pre-training corpus; here an optional CE term on the
+ground-truth responses (``ce_weight``, off by default) stands in for it.
 """
 
 from __future__ import annotations
@@ -43,10 +45,12 @@ from dpkd_bench.recipe import require
 @dataclass
 class MiniLLMConfig:
     mix_alpha: float = 0.2  # teacher share of the sampling mixture
-    gamma: float = 0.99  # discount of future rewards
-    clip_epsilon: float = 0.2  # PPO ratio clip
-    ppo_epochs: int = 1  # optimiser steps per rollout
-    max_importance_weight: float = 3.0  # cap on w_t = q_old / p_mix (variance control)
+    gamma: float = 0.95  # discount of future rewards
+    clip_epsilon: float = 0.2  # PPO clip of ratio * importance weight
+    ppo_epochs: int = 4  # optimiser steps per rollout
+    reward_scaling: float = 0.5  # rewards are divided by this
+    reward_clip: float = 100.0  # then clipped to +- this
+    whiten_advantages: bool = True
     single_step_weight: float = 1.0
     pg_weight: float = 1.0
     ce_weight: float = 0.0
@@ -56,23 +60,32 @@ class MiniLLMConfig:
         require(0.0 < self.gamma <= 1.0, "gamma", "must be in (0, 1]")
         require(0.0 < self.clip_epsilon < 1.0, "clip_epsilon", "must be in (0, 1)")
         require(self.ppo_epochs >= 1, "ppo_epochs", "must be >= 1")
-        require(self.max_importance_weight >= 1.0, "max_importance_weight", "must be >= 1")
+        require(self.reward_scaling > 0, "reward_scaling", "must be > 0")
+        require(self.reward_clip > 0, "reward_clip", "must be > 0")
         for key in ("single_step_weight", "pg_weight", "ce_weight"):
             require(getattr(self, key) >= 0, key, "must be >= 0")
 
 
-def normalised_future_returns(
+def length_normalised_returns(
     rewards: torch.Tensor, mask: torch.Tensor, gamma: float
 ) -> torch.Tensor:
-    """R_t = sum_{t'>t} gamma^(t'-t-1) r_t' / #(t' > t in the response). [B, T] -> [B, T]"""
+    """A_t = sum_{k >= t} gamma^(k - t) r_k / L_t, L_t = response tokens in [t, end). [B, T]"""
     rewards = rewards * mask
     returns = torch.zeros_like(rewards)
     running = torch.zeros_like(rewards[:, 0])
     for t in range(rewards.shape[1] - 1, -1, -1):
-        returns[:, t] = running
         running = rewards[:, t] + gamma * running
-    remaining = mask.flip(-1).cumsum(-1).flip(-1) - mask  # future tokens after t
+        returns[:, t] = running
+    remaining = mask.flip(-1).cumsum(-1).flip(-1)
     return returns / remaining.clamp(min=1)
+
+
+def whiten(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(x - mean) / std over the masked positions; zero elsewhere."""
+    count = mask.sum().clamp(min=1)
+    mean = (values * mask).sum() / count
+    var = (((values - mean) * mask) ** 2).sum() / count
+    return (values - mean) * torch.rsqrt(var + 1e-8) * mask
 
 
 class MiniLLM(Method):
@@ -86,8 +99,8 @@ class MiniLLM(Method):
         "reward": "sample_tokens",
     }
     deviation = (
-        "CE on the ground-truth responses replaces the LM loss on a pre-training corpus "
-        "(off by default); importance weights are capped at max_importance_weight"
+        "no LM loss on a pre-training corpus (an optional CE on the ground truth, ce_weight, "
+        "stands in for it); no value model, as in the official code"
     )
 
     def __init__(self, config=None):
@@ -134,16 +147,17 @@ class MiniLLM(Method):
             if alpha == 0
             else torch.logaddexp(log_p + math.log(alpha), log_q_old + math.log1p(-alpha))
         )
-        weight = (log_q_old - log_mix).exp().clamp(max=self.config.max_importance_weight)
-        rewards = (log_p - log_q_old) * mask
+        c, fmask = self.config, mask.float()
+        rewards = ((log_p - log_q_old) / c.reward_scaling).clamp(-c.reward_clip, c.reward_clip)
+        advantages = length_normalised_returns(rewards * fmask, fmask, c.gamma)
         gt = prepare_ground_truth(batch, ctx)
         return {
             "pairs": pairs,
             "gt_pairs": gt["pairs"],
             "log_q_old": log_q_old,
-            "weight": weight * mask,
-            "rewards": rewards,
-            "advantages": normalised_future_returns(rewards, mask.float(), self.config.gamma),
+            "weight": (log_q_old - log_mix).exp() * fmask,
+            "rewards": rewards * fmask,
+            "advantages": whiten(advantages, fmask) if c.whiten_advantages else advantages,
             "counts": {"sample_tokens": response_token_count(pairs["labels"]), **gt["counts"]},
         }
 
@@ -152,10 +166,10 @@ class MiniLLM(Method):
         labels, mask = shifted_labels(pairs)
         s_logits = forward_logits(student, pairs)
         t_logits = teacher_logits(ctx, pairs)
-        weight = prepared["weight"]
-        single = losses.token_reverse_kl(s_logits, t_logits) * weight
-        ratio = (losses.token_logprobs(s_logits, labels) - prepared["log_q_old"]).exp()
-        advantage = prepared["advantages"] * weight
+        single = losses.token_reverse_kl(s_logits, t_logits)
+        log_ratio = losses.token_logprobs(s_logits, labels) - prepared["log_q_old"]
+        ratio = log_ratio.exp() * prepared["weight"]
+        advantage = prepared["advantages"]
         surrogate = torch.maximum(-advantage * ratio, -advantage * ratio.clamp(1 - eps, 1 + eps))
         terms = {
             "single_step": losses.masked_sum(single, mask),

@@ -14,6 +14,7 @@ class SkewRKL(TokenLevelMethod):
     name = "skew_rkl"
     paper = "Ko et al. 2024, DistiLLM, arXiv 2402.03898 (skew reverse KL)"
     Config = SkewConfig
+    deviation = "no LM loss on a pre-training corpus; no adaptive off-policy replay buffer yet"
 
     def divergence(self, student_logits, teacher_logits):
         return losses.token_skew_reverse_kl(student_logits, teacher_logits, self.config.alpha)
