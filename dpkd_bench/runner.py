@@ -168,9 +168,10 @@ class Runner:
     def _finish(self, total: float) -> None:
         from dpkd_bench.report import render
 
+        self.stage_times["total"] = round(total, 2)
         manifest = self.run_dir.load_manifest()
         manifest["finished"] = now_iso()
-        manifest["stage_times"]["total"] = round(total, 2)
+        manifest["stage_times"] = self.stage_times
         self.run_dir.save_manifest(manifest)
         self._timed("report", render, self.run_dir.root)
         log(f"done in {total:.1f}s: {self.run_dir.root / 'leaderboard.md'}")

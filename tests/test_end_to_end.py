@@ -43,7 +43,7 @@ def test_leaderboard_schema_and_rows(quick_run):
 def test_run_directory_layout(quick_run):
     manifest = json.loads((quick_run / "manifest.json").read_text())
     assert manifest["finished"] and manifest["versions"]["torch"]
-    assert {"data", "teacher", "student_init", "report"} <= set(manifest["stage_times"])
+    assert {"data", "teacher", "student_init", "total"} <= set(manifest["stage_times"])
     for method in METHODS:
         unit = quick_run / "runs" / method / "seed-1"
         assert manifest["units"][f"{method}/seed-1"]["state"] == "done"
