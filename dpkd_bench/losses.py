@@ -1,18 +1,24 @@
 """Divergences and preference losses for distillation, as pure tensor functions.
 
-Conventions: ``student_logits`` and ``teacher_logits`` are ``[B, T, V]``; p is the teacher's
-softmax and q the student's. Everything is computed in float32. The teacher is a constant: its
-logits are detached, so gradients reach the student only.
+Conventions
+-----------
+* ``student_logits`` and ``teacher_logits`` are ``[B, T, V]`` and must have the same shape
+  (one shared tokenizer). p is the teacher's softmax, q the student's.
+* Everything is computed in float32, whatever the input dtype (fp16 and bf16 logits are cast).
+* The teacher is a constant: its logits are detached, so gradients reach the student only and a
+  teacher tensor with ``requires_grad`` gets no ``.grad``.
+* Zero probabilities (``-inf`` logits, or softmax underflow) follow 0 * log 0 = 0 and give
+  neither NaN values nor NaN gradients; a divergence that is truly infinite (KL(a || b) where
+  b = 0 < a) stays ``inf``.
 
-Two layers:
-
+Two layers
+----------
 * ``token_*`` functions return per-position values ``[B, T]`` with no masking. Training methods
-  sum them over masked positions so the loop can normalise by the token count of a whole
+  sum them with :func:`masked_sum` so the loop can normalise by the token count of a whole
   accumulated batch.
-* The contract functions (``forward_kl``, ``reverse_kl``, ...) take a ``mask`` ``[B, T]`` and
-  return the mean over masked positions. An all-zero mask raises ``ValueError``, never NaN.
-
-``temperature`` divides both logits before the softmax; no T^2 factor is applied.
+* The contract functions (``forward_kl``, ``reverse_kl``, ...) take a ``mask`` ``[B, T]``
+  (1 = a response token that counts) and return the mean over masked positions; an all-zero
+  mask raises ``ValueError``, never NaN.
 """
 
 from __future__ import annotations
@@ -24,136 +30,276 @@ import torch.nn.functional as F
 
 IGNORE_INDEX = -100
 
+__all__ = [
+    "IGNORE_INDEX",
+    "dpkd_implicit_reward_margin",
+    "dpkd_sequence_loss",
+    "dpkd_sequence_terms",
+    "dpkd_token_loss",
+    "forward_kl",
+    "generalized_jsd",
+    "masked_mean",
+    "masked_sum",
+    "reverse_kl",
+    "sequence_logprob",
+    "skew_forward_kl",
+    "skew_reverse_kl",
+    "token_cross_entropy",
+    "token_dpkd",
+    "token_forward_kl",
+    "token_generalized_jsd",
+    "token_logprobs",
+    "token_reverse_kl",
+    "token_skew_forward_kl",
+    "token_skew_reverse_kl",
+    "token_total_variation",
+    "total_variation",
+]
 
-# ---------------------------------------------------------------------------- helpers
+
+# ---------------------------------------------------------------------------- argument checks
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+def _check_in(name: str, value: float, low: float, high: float, *, high_closed: bool) -> None:
+    """``low <= value <= high`` (or ``< high``); NaN fails."""
+    inside = low <= value <= high if high_closed else low <= value < high
+    bracket = "]" if high_closed else ")"
+    _require(inside, f"{name} must be in [{low:g}, {high:g}{bracket}, got {value}")
+
+
+def _check_positive(name: str, value: float) -> None:
+    _require(value > 0, f"{name} must be > 0, got {value}")
+
+
+def _check_logit_pair(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> None:
+    if student_logits.shape[-1] != teacher_logits.shape[-1]:
+        raise ValueError(
+            f"student vocab {student_logits.shape[-1]}, teacher vocab "
+            f"{teacher_logits.shape[-1]}: the vocabularies differ, so the two distributions are "
+            "not over the same tokens; use a teacher and a student that share one tokenizer"
+        )
+    _require(
+        student_logits.shape == teacher_logits.shape,
+        f"student logits {tuple(student_logits.shape)} and teacher logits "
+        f"{tuple(teacher_logits.shape)} differ in shape; both must be [B, T, V] for the same "
+        "batch and positions",
+    )
+
+
+def _check_same_shape(**tensors: torch.Tensor) -> None:
+    shapes = {name: tuple(t.shape) for name, t in tensors.items()}
+    _require(len(set(shapes.values())) == 1, f"shapes must match, got {shapes}")
+
+
+# ---------------------------------------------------------------------------- shared maths
 
 
 def _log_probs(
     student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log q, log p) in float32, teacher detached. [B, T, V] each."""
-    if student_logits.shape != teacher_logits.shape:
-        raise ValueError(
-            f"student logits {tuple(student_logits.shape)} and teacher logits "
-            f"{tuple(teacher_logits.shape)} differ (student vocab {student_logits.shape[-1]}, "
-            f"teacher vocab {teacher_logits.shape[-1]}); they must share one tokenizer"
-        )
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    """(log q, log p) in float32 from logits divided by ``temperature``; teacher detached.
+
+    [B, T, V], [B, T, V] -> [B, T, V], [B, T, V]
+    """
+    _check_logit_pair(student_logits, teacher_logits)
+    _check_positive("temperature", temperature)
     log_q = F.log_softmax(student_logits.float() / temperature, dim=-1)
     log_p = F.log_softmax(teacher_logits.detach().float() / temperature, dim=-1)
     return log_q, log_p
 
 
 def _kl(log_a: torch.Tensor, log_b: torch.Tensor) -> torch.Tensor:
-    """KL(a || b) over the last axis from log-probabilities; 0 * log 0 counts as 0. [B, T]"""
+    """KL(a || b) over the last axis from log-probabilities. [B, T, V] -> [B, T]
+
+    Entries with a == 0 contribute exactly 0 (value and gradient), also where b == 0 too.
+    """
     a = log_a.exp()
-    return torch.where(a > 0, a * (log_a - log_b), torch.zeros_like(a)).sum(-1)
+    log_ratio = (log_a - log_b).masked_fill(a == 0, 0.0)
+    return (a * log_ratio).sum(-1)
 
 
-def _log_mix(log_a: torch.Tensor, log_b: torch.Tensor, weight_a: float) -> torch.Tensor:
-    """log(w * a + (1 - w) * b), stable, for 0 < w < 1. [B, T, V]"""
-    return torch.logaddexp(log_a + math.log(weight_a), log_b + math.log1p(-weight_a))
+def _log_mixture(log_a: torch.Tensor, log_b: torch.Tensor, weight_a: float) -> torch.Tensor:
+    """log(w * a + (1 - w) * b) for 0 < w < 1, in log space. [B, T, V] -> [B, T, V]
+
+    ``-inf`` inputs are floored to the lowest finite float first, so an entry where both a and
+    b are zero has a finite (huge negative) log and a zero, not NaN, gradient.
+    """
+    floor = torch.finfo(log_a.dtype).min
+    return torch.logaddexp(
+        log_a.clamp(min=floor) + math.log(weight_a),
+        log_b.clamp(min=floor) + math.log1p(-weight_a),
+    )
 
 
-def _check_unit(name: str, value: float, low_open: bool = False) -> None:
-    ok = (value > 0.0 if low_open else value >= 0.0) and value <= 1.0
-    if not ok:
-        raise ValueError(f"{name} must be in {'(' if low_open else '['}0, 1], got {value}")
+def _skew_kl(log_a: torch.Tensor, log_b: torch.Tensor, alpha: float) -> torch.Tensor:
+    """KL(a || alpha a + (1 - alpha) b); alpha = 0 is exactly KL(a || b). [B, T, V] -> [B, T]"""
+    _check_in("alpha", alpha, 0.0, 1.0, high_closed=False)
+    mixture = log_b if alpha == 0 else _log_mixture(log_a, log_b, alpha)
+    return _kl(log_a, mixture)
+
+
+def _where_mask(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``values`` in float32 where ``mask`` is set, exactly 0 elsewhere (even if NaN/inf there).
+
+    [B, T], [B, T] -> [B, T]
+    """
+    _require(
+        values.shape == mask.shape,
+        f"mask shape {tuple(mask.shape)} != values shape {tuple(values.shape)}; "
+        "the mask must be [B, T] like the per-token values",
+    )
+    values = values.float()
+    return torch.where(mask.bool(), values, torch.zeros_like(values))
+
+
+# ---------------------------------------------------------------------------- reductions
 
 
 def masked_sum(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Sum of ``values`` [B, T] over positions where ``mask`` [B, T] is set."""
-    return (values * mask.to(values.dtype)).sum()
+    """Sum of ``values`` over positions where ``mask`` is set. [B, T], [B, T] -> scalar"""
+    return _where_mask(values, mask).sum()
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Sum over masked positions / number of masked positions; an empty mask raises."""
-    count = mask.to(torch.float32).sum()
-    if float(count) == 0:
-        raise ValueError("mask selects no token: nothing to average (all response tokens masked)")
-    return masked_sum(values.float(), mask) / count
+    """Sum over masked positions / number of masked positions. [B, T], [B, T] -> scalar
+
+    ``mask`` is bool or 0/1. An all-zero mask raises ``ValueError`` instead of returning NaN.
+    """
+    total = masked_sum(values, mask)
+    count = mask.bool().sum()
+    _require(
+        int(count) > 0,
+        "mask selects no token: there is nothing to average; check that the batch has at "
+        "least one response token (labels != -100) before calling the loss",
+    )
+    return total / count
 
 
 # ---------------------------------------------------------------------------- per-token values
 
 
-def token_forward_kl(student_logits, teacher_logits, temperature: float = 1.0) -> torch.Tensor:
-    """KL(p || q) per position. [B, T, V] -> [B, T]"""
+def token_forward_kl(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
+    """KL(p || q) at every position, both logits divided by ``temperature``.
+
+    No T^2 factor is applied (multiply outside if a method wants Hinton's scaling).
+    [B, T, V], [B, T, V] -> [B, T]
+    """
     log_q, log_p = _log_probs(student_logits, teacher_logits, temperature)
     return _kl(log_p, log_q)
 
 
-def token_reverse_kl(student_logits, teacher_logits, temperature: float = 1.0) -> torch.Tensor:
-    """KL(q || p) per position. [B, T, V] -> [B, T]"""
+def token_reverse_kl(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
+    """KL(q || p) at every position, both logits divided by ``temperature`` (no T^2 factor).
+
+    [B, T, V], [B, T, V] -> [B, T]
+    """
     log_q, log_p = _log_probs(student_logits, teacher_logits, temperature)
     return _kl(log_q, log_p)
 
 
-def token_skew_forward_kl(student_logits, teacher_logits, alpha: float = 0.1) -> torch.Tensor:
-    """DistiLLM SKL: KL(p || alpha p + (1 - alpha) q). alpha = 0 is plain KL(p || q). [B, T]"""
-    if not 0.0 <= alpha < 1.0:
-        raise ValueError(f"alpha must be in [0, 1), got {alpha}")
-    log_q, log_p = _log_probs(student_logits, teacher_logits)
-    mixture = log_q if alpha == 0 else _log_mix(log_p, log_q, alpha)
-    return _kl(log_p, mixture)
+def token_skew_forward_kl(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, alpha: float = 0.1
+) -> torch.Tensor:
+    """DistiLLM skew KL: KL(p || alpha p + (1 - alpha) q); alpha in [0, 1), 0 = KL(p || q).
 
-
-def token_skew_reverse_kl(student_logits, teacher_logits, alpha: float = 0.1) -> torch.Tensor:
-    """DistiLLM SRKL: KL(q || alpha q + (1 - alpha) p). alpha = 0 is plain KL(q || p). [B, T]"""
-    if not 0.0 <= alpha < 1.0:
-        raise ValueError(f"alpha must be in [0, 1), got {alpha}")
-    log_q, log_p = _log_probs(student_logits, teacher_logits)
-    mixture = log_p if alpha == 0 else _log_mix(log_q, log_p, alpha)
-    return _kl(log_q, mixture)
-
-
-def token_generalized_jsd(student_logits, teacher_logits, beta: float = 0.5) -> torch.Tensor:
-    """GKD's generalised JSD (TRL semantics). [B, T, V] -> [B, T]
-
-    beta = 0: KL(p || q); beta = 1: KL(q || p); otherwise with m = beta p + (1 - beta) q,
-    beta KL(p || m) + (1 - beta) KL(q || m).
+    [B, T, V], [B, T, V] -> [B, T]
     """
-    _check_unit("beta", beta)
+    log_q, log_p = _log_probs(student_logits, teacher_logits)
+    return _skew_kl(log_p, log_q, alpha)
+
+
+def token_skew_reverse_kl(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, alpha: float = 0.1
+) -> torch.Tensor:
+    """DistiLLM skew reverse KL: KL(q || alpha q + (1 - alpha) p); alpha = 0 is KL(q || p).
+
+    [B, T, V], [B, T, V] -> [B, T]
+    """
+    log_q, log_p = _log_probs(student_logits, teacher_logits)
+    return _skew_kl(log_q, log_p, alpha)
+
+
+def token_generalized_jsd(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, beta: float = 0.5
+) -> torch.Tensor:
+    """GKD's generalised Jensen-Shannon divergence, with TRL's conventions.
+
+    beta = 0: KL(p || q); beta = 1: KL(q || p); otherwise, with m = beta p + (1 - beta) q,
+    beta KL(p || m) + (1 - beta) KL(q || m). [B, T, V], [B, T, V] -> [B, T]
+    """
+    _check_in("beta", beta, 0.0, 1.0, high_closed=True)
     log_q, log_p = _log_probs(student_logits, teacher_logits)
     if beta == 0:
         return _kl(log_p, log_q)
     if beta == 1:
         return _kl(log_q, log_p)
-    log_m = _log_mix(log_p, log_q, beta)
+    log_m = _log_mixture(log_p, log_q, beta)
     return beta * _kl(log_p, log_m) + (1 - beta) * _kl(log_q, log_m)
 
 
-def token_total_variation(student_logits, teacher_logits) -> torch.Tensor:
-    """0.5 * sum_v |p - q| per position. [B, T, V] -> [B, T]"""
+def token_total_variation(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor
+) -> torch.Tensor:
+    """Total variation distance 0.5 * sum_v |p - q|. [B, T, V], [B, T, V] -> [B, T]"""
     log_q, log_p = _log_probs(student_logits, teacher_logits)
     return 0.5 * (log_p.exp() - log_q.exp()).abs().sum(-1)
 
 
 def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """log softmax(logits)[label] per position, 0 where label == -100. -> [B, T]"""
-    valid = labels != IGNORE_INDEX
+    """log softmax(logits)[label] at every position; 0 where label == -100.
+
+    Labels must be in [0, V) or -100. [B, T, V], [B, T] -> [B, T]
+    """
+    vocab = logits.shape[-1]
+    _require(
+        labels.shape == logits.shape[:-1],
+        f"labels {tuple(labels.shape)} must be logits {tuple(logits.shape)} without the vocab axis",
+    )
+    keep = labels != IGNORE_INDEX
+    _require(
+        bool(((labels >= 0) & (labels < vocab) | ~keep).all()),
+        f"labels must be token ids in [0, {vocab}) or {IGNORE_INDEX} (ignored)",
+    )
     log_probs = F.log_softmax(logits.float(), dim=-1)
     picked = log_probs.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return picked * valid
+    return picked.masked_fill(~keep, 0.0)
 
 
 def token_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """-log q(label) per position, 0 where label == -100. [B, T]"""
+    """-log q(label) at every position; 0 where label == -100. [B, T, V], [B, T] -> [B, T]"""
     return -token_logprobs(logits, labels)
 
 
-def _preference_loss(logit: torch.Tensor, label_smoothing: float) -> torch.Tensor:
-    """-(1 - eps) log sigma(x) - eps log sigma(-x) (cDPO when eps > 0)."""
-    loss = -F.logsigmoid(logit)
-    if label_smoothing:
-        loss = (1 - label_smoothing) * loss - label_smoothing * F.logsigmoid(-logit)
-    return loss
+def _check_dpkd_options(
+    beta: float, label_smoothing: float, ipo: bool, dpop_lambda: float, simpo_gamma: float | None
+) -> None:
+    _check_positive("beta", beta)
+    _check_in("label_smoothing", label_smoothing, 0.0, 0.5, high_closed=False)
+    _require(dpop_lambda >= 0, f"dpop_lambda must be >= 0, got {dpop_lambda}")
+    chosen = [ipo, dpop_lambda > 0, simpo_gamma is not None]
+    _require(
+        sum(chosen) <= 1,
+        "ipo, dpop_lambda > 0 and simpo_gamma are alternative losses; set at most one",
+    )
+
+
+def _sigmoid_preference_loss(logit: torch.Tensor, label_smoothing: float) -> torch.Tensor:
+    """-(1 - eps) log sigma(x) - eps log sigma(-x) (conservative DPO when eps > 0). Elementwise"""
+    return -(1 - label_smoothing) * F.logsigmoid(logit) - label_smoothing * F.logsigmoid(-logit)
 
 
 def token_dpkd(
-    student_logits,
-    teacher_logits,
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
     beta: float = 0.1,
     label_smoothing: float = 0.0,
     reference_free: bool = False,
@@ -161,80 +307,116 @@ def token_dpkd(
     dpop_lambda: float = 0.0,
     simpo_gamma: float | None = None,
 ) -> torch.Tensor:
-    """Official-code DPKD at each teacher-forced position. [B, T, V] -> [B, T]
+    """DPKD, token level as in the official code (microsoft/LMOps ``dpkd/main.py``).
 
-    y_t = argmax p (chosen), y_s = argmax q (rejected), on the same prefix;
-    h = [log q(y_t) - log q(y_s)] - [log p(y_t) - log p(y_s)] (teacher bracket dropped when
-    ``reference_free``); loss = -(1 - eps) log sigma(beta h) - eps log sigma(-beta h).
-    ``ipo``: (h - 1/(2 beta))^2. ``dpop_lambda`` (DPO-Positive): the logit is
-    beta (h - lambda max(0, log p(y_t) - log q(y_t))). ``simpo_gamma`` (SimPO, reference-free,
-    length 1 at token level): the logit is beta (log q(y_t) - log q(y_s)) - gamma.
-    Where the two argmaxes agree h is exactly 0 and the gradient exactly zero.
+    At each teacher-forced position, chosen y_t = argmax p and rejected y_s = argmax q (same
+    prefix; argmax carries no gradient):
+
+        h = [log q(y_t) - log q(y_s)] - [log p(y_t) - log p(y_s)]
+
+    (teacher bracket dropped when ``reference_free``), and
+    loss = -(1 - eps) log sigma(beta h) - eps log sigma(-beta h), eps = ``label_smoothing``.
+    Alternatives (at most one): ``ipo``: (h - 1/(2 beta))^2 (eps unused, as in the official
+    code); ``dpop_lambda`` > 0 (DPO-Positive, Pal et al. 2024): the sigmoid's argument is
+    beta (h - lambda max(0, log p(y_t) - log q(y_t))); ``simpo_gamma`` (SimPO, Meng et al.
+    2024, reference-free, length 1 at token level): the argument is
+    beta (log q(y_t) - log q(y_s)) - gamma.
+
+    Where y_t == y_s both log-ratios are exactly 0, so the loss is a constant there and its
+    gradient exactly zero -- except with ``dpop_lambda``, whose penalty on log q(y_t) acts at
+    every position.
+
+    Deliberate differences from the official code: float32 instead of bfloat16 log-softmax;
+    student log-probs at infinite logits are not replaced by 0 before the argmax; DPOP's
+    penalty sits inside the sigmoid as in the paper (official: outside, -log sigma(beta h) +
+    lambda max(0, ...), lambda = 50, and without label smoothing; here eps applies to the DPOP
+    and SimPO arguments too); SimPO follows the paper (official ``--simpo`` divides the loss by
+    a length of the argmax sequence / 256).
+
+    [B, T, V], [B, T, V] -> [B, T]
     """
-    if beta <= 0:
-        raise ValueError(f"beta must be > 0, got {beta}")
-    if not 0.0 <= label_smoothing < 0.5:
-        raise ValueError(f"label_smoothing must be in [0, 0.5), got {label_smoothing}")
+    _check_dpkd_options(beta, label_smoothing, ipo, dpop_lambda, simpo_gamma)
     log_q, log_p = _log_probs(student_logits, teacher_logits)
-    chosen = log_p.argmax(-1, keepdim=True)
-    rejected = log_q.detach().argmax(-1, keepdim=True)
-    agree = (chosen == rejected).squeeze(-1)
-    q_chosen, q_rejected = (
-        log_q.gather(-1, chosen).squeeze(-1),
-        log_q.gather(-1, rejected).squeeze(-1),
-    )
-    p_chosen, p_rejected = (
-        log_p.gather(-1, chosen).squeeze(-1),
-        log_p.gather(-1, rejected).squeeze(-1),
-    )
-    student_ratio = torch.where(agree, torch.zeros_like(q_chosen), q_chosen - q_rejected)
-    h = student_ratio if reference_free else student_ratio - (p_chosen - p_rejected)
+    chosen_rejected = torch.stack([log_p.argmax(-1), log_q.argmax(-1)], dim=-1)  # [B, T, 2]
+    q_cr = log_q.gather(-1, chosen_rejected)  # [B, T, 2]
+    p_cr = log_p.gather(-1, chosen_rejected)  # [B, T, 2]
+    student_ratio = q_cr[..., 0] - q_cr[..., 1]  # [B, T]
+    h = student_ratio if reference_free else student_ratio - (p_cr[..., 0] - p_cr[..., 1])
     if ipo:
         return (h - 1 / (2 * beta)) ** 2
     if simpo_gamma is not None:
         logit = beta * student_ratio - simpo_gamma
+    elif dpop_lambda > 0:
+        logit = beta * (h - dpop_lambda * F.relu(p_cr[..., 0] - q_cr[..., 0]))
     else:
-        logit = beta * (h - dpop_lambda * F.relu(p_chosen - q_chosen)) if dpop_lambda else beta * h
-    return _preference_loss(logit, label_smoothing)
+        logit = beta * h
+    return _sigmoid_preference_loss(logit, label_smoothing)
 
 
 # ---------------------------------------------------------------------------- contract (means)
 
 
-def forward_kl(student_logits, teacher_logits, mask, temperature: float = 1.0) -> torch.Tensor:
-    """Mean KL(p || q) over masked positions."""
+def forward_kl(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    mask: torch.Tensor,
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """Mean KL(p || q) over masked positions (see :func:`token_forward_kl`). -> scalar"""
     return masked_mean(token_forward_kl(student_logits, teacher_logits, temperature), mask)
 
 
-def reverse_kl(student_logits, teacher_logits, mask, temperature: float = 1.0) -> torch.Tensor:
-    """Mean KL(q || p) over masked positions."""
+def reverse_kl(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    mask: torch.Tensor,
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """Mean KL(q || p) over masked positions (see :func:`token_reverse_kl`). -> scalar"""
     return masked_mean(token_reverse_kl(student_logits, teacher_logits, temperature), mask)
 
 
-def skew_forward_kl(student_logits, teacher_logits, mask, alpha: float = 0.1) -> torch.Tensor:
-    """Mean DistiLLM SKL over masked positions."""
+def skew_forward_kl(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    mask: torch.Tensor,
+    alpha: float = 0.1,
+) -> torch.Tensor:
+    """Mean DistiLLM SKL over masked positions (see :func:`token_skew_forward_kl`). -> scalar"""
     return masked_mean(token_skew_forward_kl(student_logits, teacher_logits, alpha), mask)
 
 
-def skew_reverse_kl(student_logits, teacher_logits, mask, alpha: float = 0.1) -> torch.Tensor:
-    """Mean DistiLLM SRKL over masked positions."""
+def skew_reverse_kl(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    mask: torch.Tensor,
+    alpha: float = 0.1,
+) -> torch.Tensor:
+    """Mean DistiLLM SRKL over masked positions (see :func:`token_skew_reverse_kl`). -> scalar"""
     return masked_mean(token_skew_reverse_kl(student_logits, teacher_logits, alpha), mask)
 
 
-def generalized_jsd(student_logits, teacher_logits, mask, beta: float = 0.5) -> torch.Tensor:
-    """Mean GKD generalised JSD over masked positions."""
+def generalized_jsd(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    mask: torch.Tensor,
+    beta: float = 0.5,
+) -> torch.Tensor:
+    """Mean GKD generalised JSD over masked positions (see :func:`token_generalized_jsd`)."""
     return masked_mean(token_generalized_jsd(student_logits, teacher_logits, beta), mask)
 
 
-def total_variation(student_logits, teacher_logits, mask) -> torch.Tensor:
-    """Mean total variation distance over masked positions."""
+def total_variation(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """Mean total variation distance over masked positions. -> scalar"""
     return masked_mean(token_total_variation(student_logits, teacher_logits), mask)
 
 
 def dpkd_token_loss(
-    student_logits,
-    teacher_logits,
-    mask,
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    mask: torch.Tensor,
     beta: float = 0.1,
     label_smoothing: float = 0.0,
     reference_free: bool = False,
@@ -246,12 +428,12 @@ def dpkd_token_loss(
     values = token_dpkd(
         student_logits,
         teacher_logits,
-        beta,
-        label_smoothing,
-        reference_free,
-        ipo,
-        dpop_lambda,
-        simpo_gamma,
+        beta=beta,
+        label_smoothing=label_smoothing,
+        reference_free=reference_free,
+        ipo=ipo,
+        dpop_lambda=dpop_lambda,
+        simpo_gamma=simpo_gamma,
     )
     return masked_mean(values, mask)
 
@@ -262,52 +444,106 @@ def dpkd_token_loss(
 def sequence_logprob(
     logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor
 ) -> torch.Tensor:
-    """Sum of log q(labels) over masked positions. [B, T, V], [B, T], [B, T] -> [B]"""
-    safe = labels.masked_fill(~mask.bool(), 0)
-    return (token_logprobs(logits, safe) * mask.to(torch.float32)).sum(-1)
+    """Sum of log softmax(logits)[labels] over masked positions, per sequence.
+
+    ``labels`` are aligned with ``logits`` (already shifted); unmasked labels may be anything
+    valid or -100. [B, T, V], [B, T], [B, T] -> [B]
+    """
+    _require(
+        labels.shape == mask.shape,
+        f"labels {tuple(labels.shape)} and mask {tuple(mask.shape)} must have the same shape",
+    )
+    safe_labels = labels.masked_fill(~mask.bool(), IGNORE_INDEX)
+    return _where_mask(token_logprobs(logits, safe_labels), mask).sum(-1)
+
+
+def _per_token(values: torch.Tensor, lengths, enabled: bool) -> torch.Tensor:
+    """``values / max(lengths, 1)`` when ``enabled``, else ``values``. [B], [B] -> [B]"""
+    if not enabled:
+        return values
+    lengths = torch.as_tensor(lengths, dtype=torch.float32, device=values.device)
+    return values / lengths.clamp(min=1)
 
 
 def dpkd_implicit_reward_margin(
-    student_logp_chosen,
-    teacher_logp_chosen,
-    student_logp_rejected,
-    teacher_logp_rejected,
+    student_logp_chosen: torch.Tensor,
+    teacher_logp_chosen: torch.Tensor,
+    student_logp_rejected: torch.Tensor,
+    teacher_logp_rejected: torch.Tensor,
     len_chosen,
     len_rejected,
     beta: float = 0.1,
     length_normalize: bool = True,
     reference_free: bool = False,
 ) -> torch.Tensor:
-    """beta/|y_t| (log q(y_t) - log p(y_t)) - beta/|y_s| (log q(y_s) - log p(y_s)). [B]"""
-    if beta <= 0:
-        raise ValueError(f"beta must be > 0, got {beta}")
+    """DPKD implicit-reward margin r(y_t) - r(y_s) (the argument of the paper's sigmoid).
+
+    r(y) = beta / |y| * (log q(y) - log p(y)); the teacher term is dropped when
+    ``reference_free``, the 1/|y| factor when not ``length_normalize``; lengths are clamped to
+    >= 1. Positive margin = the student prefers the teacher's output ("reward accuracy").
+    Teacher log-probs are treated as constants. All inputs [B] -> [B]
+    """
+    _check_positive("beta", beta)
+    _check_same_shape(
+        student_logp_chosen=student_logp_chosen,
+        teacher_logp_chosen=teacher_logp_chosen,
+        student_logp_rejected=student_logp_rejected,
+        teacher_logp_rejected=teacher_logp_rejected,
+    )
     chosen = student_logp_chosen.float()
     rejected = student_logp_rejected.float()
     if not reference_free:
         chosen = chosen - teacher_logp_chosen.detach().float()
         rejected = rejected - teacher_logp_rejected.detach().float()
-    if length_normalize:
-        chosen = chosen / torch.as_tensor(len_chosen).float().clamp(min=1)
-        rejected = rejected / torch.as_tensor(len_rejected).float().clamp(min=1)
+    chosen = _per_token(chosen, len_chosen, length_normalize)
+    rejected = _per_token(rejected, len_rejected, length_normalize)
     return beta * (chosen - rejected)
 
 
-def dpkd_sequence_terms(*args, **kwargs) -> torch.Tensor:
-    """Per-example DPKD sequence loss -log sigma(margin). [B] (same arguments as the margin)"""
-    return -F.logsigmoid(dpkd_implicit_reward_margin(*args, **kwargs))
+def dpkd_sequence_terms(
+    student_logp_chosen: torch.Tensor,
+    teacher_logp_chosen: torch.Tensor,
+    student_logp_rejected: torch.Tensor,
+    teacher_logp_rejected: torch.Tensor,
+    len_chosen,
+    len_rejected,
+    beta: float = 0.1,
+    length_normalize: bool = True,
+    reference_free: bool = False,
+) -> torch.Tensor:
+    """Per-example DPKD loss -log sigma(margin), margin of :func:`dpkd_implicit_reward_margin`.
+
+    All inputs [B] -> [B]
+    """
+    margin = dpkd_implicit_reward_margin(
+        student_logp_chosen,
+        teacher_logp_chosen,
+        student_logp_rejected,
+        teacher_logp_rejected,
+        len_chosen,
+        len_rejected,
+        beta=beta,
+        length_normalize=length_normalize,
+        reference_free=reference_free,
+    )
+    return -F.logsigmoid(margin)
 
 
 def dpkd_sequence_loss(
-    student_logp_chosen,
-    teacher_logp_chosen,
-    student_logp_rejected,
-    teacher_logp_rejected,
+    student_logp_chosen: torch.Tensor,
+    teacher_logp_chosen: torch.Tensor,
+    student_logp_rejected: torch.Tensor,
+    teacher_logp_rejected: torch.Tensor,
     len_chosen,
     len_rejected,
     beta: float = 0.1,
     length_normalize: bool = True,
 ) -> torch.Tensor:
-    """The paper's loss (Eq. 8/9), batch mean: chosen = teacher output, rejected = student's."""
+    """The paper's DPKD loss (Eq. 8/9), batch mean of :func:`dpkd_sequence_terms`.
+
+    chosen = a teacher output y_t, rejected = a student output y_s for the same prompt.
+    All inputs [B] -> scalar
+    """
     return dpkd_sequence_terms(
         student_logp_chosen,
         teacher_logp_chosen,
