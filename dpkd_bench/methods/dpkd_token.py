@@ -40,9 +40,10 @@ class DPKDToken(TokenLevelMethod):
     paper = "Li et al. 2024, Direct Preference Knowledge Distillation, arXiv 2406.19774 (code)"
     Config = DPKDTokenConfig
     deviation = (
-        "simpo_gamma follows the SimPO paper (reference-free logit minus a margin); the "
-        "official --simpo flag instead rescales the loss by the rejected length; the official "
-        "--DPOP flag uses lambda = 50"
+        "float32 instead of bfloat16; dpop_lambda puts the DPO-Positive penalty inside the "
+        "sigmoid (Pal et al. 2024), the official --DPOP adds it outside with lambda 50; "
+        "simpo_gamma follows the SimPO paper (margin), the official --simpo rescales the loss "
+        "by the rejected length"
     )
 
     def divergence(self, student_logits, teacher_logits):
