@@ -150,11 +150,9 @@ class StudentConfig:
 
 
 @dataclass
-class EvalConfig:
-    """Decoding protocol of the evaluation (MiniLLM/DPKD: sampling, seeds 10..50)."""
+class DecodingConfig:
+    """Sampling settings shared by evaluation and by teacher / student sampling."""
 
-    decoding: str = "sample"  # "sample" or "greedy"
-    gen_seeds: list[int] = field(default_factory=lambda: [10, 20, 30, 40, 50])
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = 1.0
@@ -162,12 +160,6 @@ class EvalConfig:
     batch_size: int = 64
 
     def __post_init__(self):
-        require(
-            self.decoding in ("sample", "greedy"),
-            "decoding",
-            f"must be 'sample' or 'greedy' (got {self.decoding!r})",
-        )
-        require(len(self.gen_seeds) >= 1, "gen_seeds", "must list at least one seed")
         require(self.temperature > 0, "temperature", "must be > 0")
         require(self.top_k >= 0, "top_k", "must be >= 0 (0 = no top-k filter)")
         require(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")
@@ -176,22 +168,28 @@ class EvalConfig:
 
 
 @dataclass
-class SamplingConfig:
-    """How teacher samples (SeqKD, DPKD's y_t) and on-policy student samples are drawn."""
+class EvalConfig(DecodingConfig):
+    """Decoding protocol of the evaluation (MiniLLM/DPKD: sampling, seeds 10..50)."""
 
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-    max_new_tokens: int = 64
-    batch_size: int = 128
-    seed: int = 1234
+    decoding: str = "sample"  # "sample" or "greedy"
+    gen_seeds: list[int] = field(default_factory=lambda: [10, 20, 30, 40, 50])
 
     def __post_init__(self):
-        require(self.temperature > 0, "temperature", "must be > 0")
-        require(self.top_k >= 0, "top_k", "must be >= 0 (0 = no top-k filter)")
-        require(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")
-        require(self.max_new_tokens >= 1, "max_new_tokens", "must be >= 1")
-        require(self.batch_size >= 1, "batch_size", "must be >= 1")
+        super().__post_init__()
+        require(
+            self.decoding in ("sample", "greedy"),
+            "decoding",
+            f"must be 'sample' or 'greedy' (got {self.decoding!r})",
+        )
+        require(len(self.gen_seeds) >= 1, "gen_seeds", "must list at least one seed")
+
+
+@dataclass
+class SamplingConfig(DecodingConfig):
+    """How teacher samples (SeqKD, DPKD's y_t) and on-policy student samples are drawn."""
+
+    batch_size: int = 128
+    seed: int = 1234
 
 
 @dataclass
