@@ -1,101 +1,159 @@
 """Evaluation metrics, pinned to the reference ``rouge_metric.py`` of MiniLLM, DistiLLM and DPKD.
 
-* Exact match compares SQuAD-style normalised strings (lowercase, ``string.punctuation``
-  removed, whitespace collapsed) **without** removing articles, max over references.
-* ROUGE-L is ``rouge_score``'s ``RougeScorer(['rougeL'], use_stemmer=True)`` F-measure on the raw
-  strings (the scorer tokenises and lowercases itself), max over references. The reference
-  switches to a GPT-2 tokenizer only for non-English tasks; every set here is English.
-* Corpus figures are means over examples x 100. Predictions and references of different
-  lengths raise ``ValueError``: nothing is ever truncated.
+The reference is ``minillm/rouge_metric.py`` in microsoft/LMOps (``dpkd/rouge_metric.py`` there
+is the same file). What it does, and what this module therefore does:
+
+* **Exact match** compares strings normalised as in SQuAD v1.1 *without* removing articles:
+  lowercase, drop every character of ``string.punctuation`` (ASCII only; e.g. ``’`` or ``—``
+  stay), collapse whitespace with ``str.split``. "the cat" and "cat" therefore differ. Nothing
+  special is done for empty strings: an empty prediction (or one of punctuation only) matches
+  a reference that also normalises to the empty string.
+* **ROUGE-L** is the F-measure of ``rouge_score``'s ``RougeScorer(['rougeL'], use_stemmer=True)``
+  on the *raw* strings (not the exact-match normalisation); the scorer's own tokeniser
+  lowercases, keeps only ``[a-z0-9]`` runs and Porter-stems tokens longer than three
+  characters. An empty prediction or reference scores 0. Non-ASCII letters are dropped by that
+  tokeniser (``café`` -> ``caf``; CJK text has no tokens at all and scores 0). The reference
+  takes an ``xlingual`` flag and imports ``AutoTokenizer`` but ignores both: there is no
+  tokenizer special-casing for non-English text, so none here either.
+* Both are the maximum over an example's references; corpus figures are means over examples
+  x 100, rounded to 4 decimals as the reference does.
+
+Deliberate departures: the reference silently cuts predictions and references to the shorter
+list (and its script keeps only the first 1,000 predictions); here different lengths raise
+``ValueError`` and nothing is truncated. The reference asserts each reference entry is a list;
+here a plain ``str`` is accepted as a single reference.
 """
 
 from __future__ import annotations
 
 import string
 from collections.abc import Sequence
-from functools import lru_cache
+from typing import Any
 
-_PUNCTUATION = str.maketrans("", "", string.punctuation)
-
-METRICS = {
+METRICS: dict[str, dict[str, Any]] = {
     "exact_match": {
         "higher_is_better": True,
         "normalisation": "lowercase, strip string.punctuation, collapse whitespace; articles kept",
+        "aggregation": "max over references, mean over examples",
         "scale": "percent",
     },
     "rougeL": {
         "higher_is_better": True,
-        "normalisation": "rouge_score tokeniser with Porter stemming, F-measure",
+        "normalisation": "rouge_score tokeniser (lowercase, [a-z0-9] tokens), Porter stemming",
+        "aggregation": "F-measure, max over references, mean over examples",
         "scale": "percent",
     },
 }
 
+_PUNCTUATION = str.maketrans("", "", string.punctuation)
+_SCORER = None  # built on first use: importing rouge_score is not free
+
 
 def normalize_answer(text: str) -> str:
-    """Lowercase, remove punctuation, collapse whitespace (articles are kept)."""
+    """Lowercase, remove ``string.punctuation``, collapse whitespace (articles are kept)."""
     return " ".join(text.lower().translate(_PUNCTUATION).split())
 
 
-def _as_list(references: Sequence[str] | str) -> list[str]:
+def _rouge_scorer():
+    global _SCORER
+    if _SCORER is None:
+        from rouge_score import rouge_scorer
+
+        _SCORER = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    return _SCORER
+
+
+def _check_text(value: object, what: str) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a str, got {type(value).__name__}: {value!r:.80}")
+    return value
+
+
+def _as_references(references: Sequence[str] | str) -> list[str]:
     refs = [references] if isinstance(references, str) else list(references)
     if not refs:
-        raise ValueError("an example has no reference; every prediction needs at least one")
-    return refs
-
-
-@lru_cache(maxsize=1)
-def _scorer():
-    from rouge_score import rouge_scorer
-
-    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+        raise ValueError(
+            "an example has an empty reference list; every prediction needs at least one "
+            "reference string (use [''] if the expected answer really is empty)"
+        )
+    return [_check_text(ref, "each reference") for ref in refs]
 
 
 def exact_match(prediction: str, references: Sequence[str] | str) -> float:
-    """1.0 when the normalised prediction equals a normalised reference, else 0.0."""
-    pred = normalize_answer(prediction)
-    return float(any(pred == normalize_answer(ref) for ref in _as_list(references)))
+    """1.0 when the normalised prediction equals any normalised reference, else 0.0."""
+    pred = normalize_answer(_check_text(prediction, "the prediction"))
+    return float(any(pred == normalize_answer(ref) for ref in _as_references(references)))
 
 
 def rouge_l(prediction: str, references: Sequence[str] | str) -> float:
-    """ROUGE-L F-measure in [0, 1], max over references."""
-    return max(_scorer().score(ref, prediction)["rougeL"].fmeasure for ref in _as_list(references))
+    """ROUGE-L F-measure in [0, 1] (stemmed, raw strings), max over references."""
+    _check_text(prediction, "the prediction")
+    scorer = _rouge_scorer()
+    return float(
+        max(
+            scorer.score(target=ref, prediction=prediction)["rougeL"].fmeasure
+            for ref in _as_references(references)
+        )
+    )
 
 
 def score_examples(
     predictions: Sequence[str], references: Sequence[Sequence[str] | str]
 ) -> list[dict[str, float]]:
-    """Per-example scores in percent: [{"exact_match": 0|100, "rougeL": 0..100}, ...]."""
+    """Per-example scores in percent: ``[{"exact_match": 0|100, "rougeL": 0..100}, ...]``.
+
+    ``references[i]`` holds the references of ``predictions[i]``: a list of strings, or one str.
+    """
+    if isinstance(predictions, str) or isinstance(references, str):
+        raise TypeError("predictions and references must be lists (one entry per example)")
     if len(predictions) != len(references):
         raise ValueError(
-            f"{len(predictions)} predictions but {len(references)} reference lists; "
-            "they must pair one to one (nothing is truncated)"
+            f"{len(predictions)} predictions but {len(references)} reference lists; they must "
+            "pair one to one (nothing is truncated): pass one reference list per prediction"
         )
     return [
-        {"exact_match": 100.0 * exact_match(p, r), "rougeL": 100.0 * rouge_l(p, r)}
-        for p, r in zip(predictions, references, strict=True)
+        {"exact_match": 100.0 * exact_match(pred, refs), "rougeL": 100.0 * rouge_l(pred, refs)}
+        for pred, refs in zip(predictions, references, strict=True)
     ]
+
+
+def _mean(rows: Sequence[dict[str, float]], key: str) -> float:
+    return sum(row[key] for row in rows) / len(rows)
 
 
 def compute_metrics(
     predictions: Sequence[str], references: Sequence[Sequence[str] | str]
 ) -> dict[str, float]:
-    """{"exact_match": %, "rougeL": %}: means over examples x 100."""
+    """``{"exact_match": %, "rougeL": %}``: means over examples x 100, rounded to 4 decimals."""
     scores = score_examples(predictions, references)
     if not scores:
-        raise ValueError("no predictions to score")
-    return {key: sum(s[key] for s in scores) / len(scores) for key in METRICS}
+        raise ValueError("no predictions to score: the prediction and reference lists are empty")
+    return {key: round(_mean(scores, key), 4) for key in METRICS}
 
 
-def mean_over_generations(per_seed: Sequence[Sequence[dict[str, float]]]) -> list[dict[str, float]]:
-    """Average per-example scores over generation seeds (same examples in the same order)."""
-    if not per_seed:
-        raise ValueError("no generation seeds to average")
-    lengths = {len(scores) for scores in per_seed}
-    if len(lengths) != 1:
+def mean_over_generations(
+    per_seed_scores: Sequence[Sequence[dict[str, float]]],
+) -> list[dict[str, float]]:
+    """Average per-example scores over generation seeds.
+
+    ``per_seed_scores[s][i]`` is the score dict of example ``i`` under seed ``s`` (as returned by
+    :func:`score_examples`); every seed must score the same examples in the same order.
+    """
+    if not per_seed_scores:
+        raise ValueError("no generation seeds to average: pass one score list per seed")
+    lengths = [len(scores) for scores in per_seed_scores]
+    if len(set(lengths)) != 1:
         raise ValueError(
-            f"generation seeds scored different numbers of examples: {sorted(lengths)}"
+            f"generation seeds scored different numbers of examples ({lengths}); every seed "
+            "must score the same examples in the same order"
         )
-    return [
-        {key: sum(s[i][key] for s in per_seed) / len(per_seed) for key in per_seed[0][i]}
-        for i in range(len(per_seed[0]))
-    ]
+    averaged = []
+    for i, rows in enumerate(zip(*per_seed_scores, strict=True)):
+        keys = [sorted(row) for row in rows]
+        if any(k != keys[0] for k in keys):
+            raise ValueError(
+                f"example {i} has different metric names across seeds ({keys}); score every "
+                "seed with the same metrics"
+            )
+        averaged.append({key: _mean(rows, key) for key in rows[0]})
+    return averaged
