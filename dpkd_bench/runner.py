@@ -12,6 +12,7 @@ import copy
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -253,8 +254,11 @@ class Runner:
     def teacher_samples(self, data: PreparedData, teacher) -> list[tuple[int, ...]]:
         """Teacher responses for every training prompt, sampled once and cached on disk."""
         cfg: SamplingConfig = self.recipe.sampling
-        key = content_key(data.hashes, asdict(cfg), self.teacher_identity(data))
-        path = self.cache / f"teacher-samples-{key}.jsonl"
+        path = self.cache / self.teacher_samples_name(data)
+        shipped = SHIPPED_TEACHER / path.name
+        if not path.is_file() and shipped.is_file():
+            log(f"teacher samples: shipped with the package ({shipped})")
+            shutil.copyfile(shipped, path)
         if path.is_file():
             log(f"teacher samples: cached at {path}")
             with open(path, encoding="utf-8") as handle:
@@ -273,6 +277,11 @@ class Runner:
         )
         write_jsonl(path, ids)
         return [tuple(r) for r in ids]
+
+    def teacher_samples_name(self, data: PreparedData) -> str:
+        """File name of the teacher samples: a hash of data, sampling settings and teacher."""
+        key = content_key(data.hashes, asdict(self.recipe.sampling), self.teacher_identity(data))
+        return f"teacher-samples-{key}.jsonl"
 
     def teacher_identity(self, data: PreparedData) -> str:
         cfg = self.recipe.teacher
