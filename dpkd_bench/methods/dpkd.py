@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from dpkd_bench import losses
 from dpkd_bench.data.collate import collate_pairs
@@ -101,17 +102,17 @@ class DPKD(Method):
         labels, mask = shifted_labels(pairs)
         s_logits = forward_logits(student, pairs)  # [3n, T, V]
         t_logits = teacher_logits(ctx, _rows(pairs, slice(n, None)))  # [2n, T, V]
-        s_logp = losses.token_logprobs(s_logits[n:], labels[n:])  # [2n, T]
-        t_logp = losses.token_logprobs(t_logits, labels[n:])
-        pref_mask = mask[n:].float()
-        s_seq, t_seq = (s_logp * pref_mask).sum(-1), (t_logp * pref_mask).sum(-1)  # [2n]
-        lengths = pref_mask.sum(-1)
-        args = (s_seq[:n], t_seq[:n], s_seq[n:], t_seq[n:], lengths[:n], lengths[n:])
-        options = {"beta": c.beta, "length_normalize": c.length_normalize}
-        pref = losses.dpkd_sequence_terms(*args, reference_free=c.reference_free, **options)
+        s_seq = losses.sequence_logprob(s_logits[n:], labels[n:], mask[n:])  # [2n]
+        t_seq = losses.sequence_logprob(t_logits, labels[n:], mask[n:])
+        lengths = mask[n:].sum(-1)
         margin = losses.dpkd_implicit_reward_margin(
-            *args, reference_free=c.reference_free, **options
-        ).detach()
+            *(s_seq[:n], t_seq[:n], s_seq[n:], t_seq[n:], lengths[:n], lengths[n:]),
+            beta=c.beta,
+            length_normalize=c.length_normalize,
+            reference_free=c.reference_free,
+        )
+        pref = -F.logsigmoid(margin)  # dpkd_sequence_terms, from the one margin
+        margin = margin.detach()
         rkl = losses.token_reverse_kl(s_logits[2 * n :], t_logits[n:])
         ce = losses.token_cross_entropy(s_logits[:n], labels[:n])
         return {

@@ -140,7 +140,8 @@ class MiniLLM(Method):
         labels, mask = shifted_labels(pairs)
         log_q_old = losses.token_logprobs(forward_logits(ctx.student, pairs), labels)
         ctx.student.train(was_training)
-        log_p = losses.token_logprobs(teacher_logits(ctx, pairs), labels)
+        t_logits = teacher_logits(ctx, pairs)  # constant: reused by every PPO epoch
+        log_p = losses.token_logprobs(t_logits, labels)
         alpha = self.config.mix_alpha
         log_mix = (
             log_q_old
@@ -155,6 +156,7 @@ class MiniLLM(Method):
             "pairs": pairs,
             "gt_pairs": gt["pairs"],
             "log_q_old": log_q_old,
+            "teacher_logits": t_logits,
             "weight": (log_q_old - log_mix).exp() * fmask,
             "rewards": rewards * fmask,
             "advantages": whiten(advantages, fmask) if c.whiten_advantages else advantages,
@@ -165,7 +167,7 @@ class MiniLLM(Method):
         pairs, eps = prepared["pairs"], self.config.clip_epsilon
         labels, mask = shifted_labels(pairs)
         s_logits = forward_logits(student, pairs)
-        t_logits = teacher_logits(ctx, pairs)
+        t_logits = prepared["teacher_logits"]
         single = losses.token_reverse_kl(s_logits, t_logits)
         log_ratio = losses.token_logprobs(s_logits, labels) - prepared["log_q_old"]
         ratio = log_ratio.exp() * prepared["weight"]
