@@ -188,6 +188,7 @@ class Runner:
         tokenizer,
         log_path=None,
         desc="train",
+        dev_items=(),
     ):
         set_seed(seed)
         device = self.accelerator.device
@@ -200,6 +201,8 @@ class Runner:
             sampling=decode_settings(self.recipe.sampling),
             generator=torch.Generator(device=device).manual_seed(seed),
             device=device,
+            dev_items=dev_items,
+            total_steps=cfg.steps,
         )
         stream = BatchStream(items, cfg.batch_size, seed)
         return train(method, model, cfg, stream, ctx, self.accelerator, log_path, desc)
@@ -309,6 +312,7 @@ class Runner:
                 data.tokenizer,
                 log_path,
                 desc=f"{name} seed {seed}",
+                dev_items=data.dev_items,
             )
             save_model(model, data.tokenizer, unit_dir / "student")
             train_info = {

@@ -22,7 +22,7 @@ from dpkd_bench.data.template import build_prompt
 from dpkd_bench.errors import DataError
 
 N_TRAIN, N_EVAL = 6000, 500
-SPLITS = ("train", *EVAL_SETS)
+SPLITS = ("train", "dev", *EVAL_SETS)
 RECORD_KEYS = {"instruction", "input", "output", "family", "id"}
 
 
@@ -76,7 +76,7 @@ def test_sizes(suite):
 def test_schema(suite):
     for split, records in suite.items():
         for r in records:
-            expected = RECORD_KEYS | ({"response"} if split == "train" else set())
+            expected = RECORD_KEYS | ({"response"} if split in ("train", "dev") else set())
             assert set(r) == expected, r
             assert r["family"] in FAMILIES
             assert isinstance(r["instruction"], str) and r["instruction"]

@@ -35,6 +35,7 @@ class PreparedData:
     eval_sets: dict[str, EvalSet]
     hashes: dict[str, str] = field(default_factory=dict)
     dropped_train: int = 0
+    dev_items: list[dict] = field(default_factory=list)  # validation split, same shape as train
 
 
 def text_hash(texts: Iterable[str]) -> str:
@@ -62,16 +63,19 @@ def synthetic_examples(records: list[dict]) -> list[Example]:
     ]
 
 
-def load_sources(recipe: Recipe) -> tuple[list[Example], dict[str, list[Example]]]:
-    """Training examples and raw eval sets named by the recipe."""
+def load_sources(
+    recipe: Recipe,
+) -> tuple[list[Example], list[Example], dict[str, list[Example]]]:
+    """Training examples, validation examples and the raw eval sets named by the recipe."""
     data = recipe.data
     suite = None
     if data.source == "synthetic" or any(n in synthetic.EVAL_SETS for n in data.eval_sets):
         suite = synthetic.generate_suite(data.seed, data.n_train, data.n_eval)
     if data.source == "synthetic":
         train = synthetic_examples(suite["train"])
+        dev = synthetic_examples(suite[synthetic.DEV_SPLIT])
     else:
-        train, _ = load_instruction_data(data.source, data.dev_num)
+        train, dev = load_instruction_data(data.source, data.dev_num)
     evals = {}
     for name in data.eval_sets:
         examples = (
@@ -80,7 +84,7 @@ def load_sources(recipe: Recipe) -> tuple[list[Example], dict[str, list[Example]
         if data.max_eval_examples:
             examples = examples[: data.max_eval_examples]
         evals[name] = examples
-    return train, evals
+    return train, dev, evals
 
 
 def get_tokenizer(recipe: Recipe, train: Sequence[Example], cache_dir: Path):
@@ -133,9 +137,10 @@ def encode_train(
 
 
 def prepare_data(recipe: Recipe, cache_dir: Path) -> PreparedData:
-    train, raw_evals = load_sources(recipe)
+    train, dev, raw_evals = load_sources(recipe)
     tokenizer = get_tokenizer(recipe, train, cache_dir)
     kept, items = encode_train(train, tokenizer, recipe)
+    dev_items = encode_train(dev, tokenizer, recipe)[1] if dev else []
     eval_sets = {
         name: encode_eval_set(name, examples, tokenizer, recipe.data.max_prompt_len)
         for name, examples in raw_evals.items()
@@ -150,4 +155,6 @@ def prepare_data(recipe: Recipe, cache_dir: Path) -> PreparedData:
             for n, s in eval_sets.items()
         },
     }
-    return PreparedData(tokenizer, kept, items, eval_sets, hashes, len(train) - len(kept))
+    return PreparedData(
+        tokenizer, kept, items, eval_sets, hashes, len(train) - len(kept), dev_items
+    )

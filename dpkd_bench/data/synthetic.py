@@ -32,9 +32,11 @@ from dataclasses import dataclass, field
 
 from dpkd_bench.errors import DataError
 
-GENERATOR_VERSION = 2  # bump whenever the generated text could change for some seed
+GENERATOR_VERSION = 3  # bump whenever the generated text could change for some seed
 EVAL_SETS = ("synthetic-id", "synthetic-long", "synthetic-para")
-SPLITS = ("train", *EVAL_SETS)
+DEV_SPLIT = "dev"  # train-like records held out for validation (e.g. DistiLLM's adaptive SGO)
+N_DEV = 200
+SPLITS = ("train", DEV_SPLIT, *EVAL_SETS)
 N_TEMPLATES = 5
 N_SEEN_TEMPLATES = 3  # templates[:3] for train, id and long; templates[3:] for para only
 MAX_ANSWER_SHARE = 0.15  # most one canonical answer may take of a family's share of a split
@@ -237,6 +239,8 @@ _RECORD_FIELDS: dict[str, Callable[[random.Random], str]] = {
     "age": lambda rng: str(rng.randint(10, 79)),
     "city": lambda rng: rng.choice(CAPITALS),
     "pet": lambda rng: rng.choice(PETS),
+}
+_EXTRA_RECORD_FIELDS: dict[str, Callable[[random.Random], str]] = {
     "colour": lambda rng: rng.choice(COLOURS),
     "food": lambda rng: rng.choice(FOODS),
     "job": lambda rng: rng.choice(JOBS),
@@ -244,10 +248,15 @@ _RECORD_FIELDS: dict[str, Callable[[random.Random], str]] = {
 
 
 def _extract(rng: random.Random, long: bool) -> Task:
-    n_fields = rng.randint(4, 5) if long else rng.randint(2, 3)
-    chosen = set(rng.sample(list(_RECORD_FIELDS), n_fields))
-    record = {key: make(rng) for key, make in _RECORD_FIELDS.items() if key in chosen}
-    asked = rng.choice(list(record))
+    """A record whose four base fields always come in the same order; one of them is asked.
+
+    Longer inputs append two or three extra fields; the asked field is always a base one.
+    """
+    record = {key: make(rng) for key, make in _RECORD_FIELDS.items()}
+    if long:
+        extras = rng.sample(list(_EXTRA_RECORD_FIELDS), rng.randint(2, 3))
+        record.update((key, _EXTRA_RECORD_FIELDS[key](rng)) for key in extras)
+    asked = rng.choice(list(_RECORD_FIELDS))
     value = record[asked]
     text = "\n".join(f"{key}: {val}" for key, val in record.items())
     return Task(text, (f"the {asked} is {value}.", f"{asked}: {value}"), {"field": asked})
@@ -281,7 +290,7 @@ _ADD_LONG_FRAMES = (
 
 
 def _reverse(rng: random.Random, long: bool) -> Task:
-    words = rng.sample(NOUNS, rng.randint(6, 7) if long else rng.randint(2, 5))
+    words = rng.sample(NOUNS, rng.randint(5, 7) if long else rng.randint(2, 4))
     return Task(_word_list(words), (_word_list(words[::-1]),))
 
 
@@ -365,7 +374,7 @@ FAMILIES: dict[str, Family] = _register(
             "which {field} does the record list?",
         ),
         _extract,
-        "copy one named field out of a short key: value record of 3 or 4 fields",
+        "copy one named field out of a key: value record (name, age, city, pet, in that order)",
     ),
     Family(
         "count",
@@ -407,7 +416,7 @@ FAMILIES: dict[str, Family] = _register(
             "put the words of the input in the opposite order.",
         ),
         _reverse,
-        "a list of 2..5 words, last to first",
+        "a list of 2..4 words, last to first",
     ),
     Family(
         "pattern",
@@ -454,9 +463,10 @@ def _example_id(split: str, family: str, instruction: str, input_text: str) -> s
 
 
 def generate_example(family: str, rng: random.Random, *, split: str) -> dict:
-    """Draw one record of ``family`` for ``split`` (``"train"`` or one of ``EVAL_SETS``).
+    """Draw one record of ``family`` for ``split`` (``"train"``, ``"dev"`` or an eval set).
 
-    Train records carry ``response``: one of the valid phrasings, drawn uniformly by ``rng``.
+    Train and dev records carry ``response``: one of the valid phrasings, drawn uniformly by
+    ``rng``; dev records use the training templates.
     """
     _check_name("task family", family, tuple(FAMILIES))
     _check_name("split", split, SPLITS)
@@ -473,7 +483,7 @@ def generate_example(family: str, rng: random.Random, *, split: str) -> dict:
         "family": family,
         "id": _example_id(split, family, instruction, task.input),
     }
-    if split == "train":
+    if split in ("train", DEV_SPLIT):
         record["response"] = rng.choice(task.outputs)
     return record
 
@@ -527,18 +537,20 @@ def _check_size(name: str, value: int, minimum: int) -> None:
 
 
 def generate_suite(seed: int = 0, n_train: int = 6000, n_eval: int = 500) -> dict[str, list[dict]]:
-    """The whole suite: ``train`` plus every name in ``EVAL_SETS``, deterministic in ``seed``.
+    """The whole suite: ``train``, ``dev`` (``N_DEV`` records) and every name in ``EVAL_SETS``.
 
-    Each split draws from its own stream, ``random.Random(f"{seed}-{split}")``. The eval sets
-    are drawn first (so they do not depend on ``n_train``) and no (instruction, input) pair
-    appears twice anywhere in the suite.
+    Deterministic in ``seed``. Each split draws from its own stream,
+    ``random.Random(f"{seed}-{split}")``. The eval sets and then ``dev`` are drawn first (so they
+    do not depend on ``n_train``) and no (instruction, input) pair appears twice in the suite.
     """
     _check_size("n_train", n_train, 1)
     _check_size("n_eval", n_eval, 1)
     seen: set[tuple[str, str]] = set()
     suite = {
-        split: _generate_split(split, n_eval, random.Random(f"{seed}-{split}"), seen)
-        for split in EVAL_SETS
+        split: _generate_split(
+            split, N_DEV if split == DEV_SPLIT else n_eval, random.Random(f"{seed}-{split}"), seen
+        )
+        for split in (*EVAL_SETS, DEV_SPLIT)
     }
     train = _generate_split("train", n_train, random.Random(f"{seed}-train"), seen)
     return {"train": train, **suite}
@@ -546,5 +558,11 @@ def generate_suite(seed: int = 0, n_train: int = 6000, n_eval: int = 500) -> dic
 
 def suite_fingerprint(seed: int, n_train: int, n_eval: int) -> str:
     """sha256 over the generator version and the parameters: equal fingerprints, equal suites."""
-    params = {"version": GENERATOR_VERSION, "seed": seed, "n_train": n_train, "n_eval": n_eval}
+    params = {
+        "version": GENERATOR_VERSION,
+        "seed": seed,
+        "n_train": n_train,
+        "n_eval": n_eval,
+        "n_dev": N_DEV,
+    }
     return hashlib.sha256(json.dumps(params, sort_keys=True).encode("utf-8")).hexdigest()

@@ -17,6 +17,7 @@ A method is one file: its ``Config`` dataclass (official defaults, ranges checke
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
@@ -40,6 +41,8 @@ class TrainContext:
     sampling: DecodeSettings  # on-policy sampling (student samples)
     generator: torch.Generator  # seeded source of on-policy sampling randomness
     device: torch.device
+    dev_items: Sequence[dict] = ()  # validation items {"prompts", "responses"} (token ids)
+    total_steps: int = 0  # optimiser steps of the whole unit, for step-dependent schedules
 
 
 class Method:
