@@ -117,6 +117,9 @@ class TrainConfig:
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
     log_every: int = 10
+    checkpoint_every: int = 50  # optimiser steps between resumable checkpoints; 0 = none
+    mixed_precision: str = "no"  # "no", "bf16" or "fp16" autocast (GPUs)
+    gradient_checkpointing: bool = False
 
     def __post_init__(self):
         require(self.steps >= 0, "steps", f"must be >= 0 (got {self.steps})")
@@ -127,6 +130,12 @@ class TrainConfig:
         require(self.weight_decay >= 0, "weight_decay", "must be >= 0")
         require(self.max_grad_norm > 0, "max_grad_norm", "must be > 0")
         require(self.log_every >= 1, "log_every", "must be >= 1")
+        require(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0 (0 turns it off)")
+        require(
+            self.mixed_precision in ("no", "bf16", "fp16"),
+            "mixed_precision",
+            f"must be one of no, bf16, fp16 (got {self.mixed_precision!r})",
+        )
 
 
 @dataclass
