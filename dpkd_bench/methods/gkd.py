@@ -65,7 +65,6 @@ class GKD(TokenLevelMethod):
         return terms
 
     def divergence(self, student_logits, teacher_logits):
-        t = self.config.temperature
-        return losses.token_generalized_jsd(
-            student_logits / t, teacher_logits / t, self.config.beta
-        )
+        # TRL's GKDTrainer.compute_loss calls generalized_jsd_loss at its default temperature 1;
+        # ``temperature`` only shapes the on-policy sampling.
+        return losses.token_generalized_jsd(student_logits, teacher_logits, self.config.beta)
