@@ -43,6 +43,8 @@ class TrainContext:
     device: torch.device
     dev_items: Sequence[dict] = ()  # validation items {"prompts", "responses"} (token ids)
     total_steps: int = 0  # optimiser steps of the whole unit, for step-dependent schedules
+    grad_accum: int = 1  # micro-batches per optimiser step
+    steps_per_epoch: int = 0  # optimiser steps per pass over the training items (0: unknown)
 
 
 class Method:
