@@ -76,7 +76,7 @@ def cmd_run(args) -> int:
             f"output directory {out} is not empty; pass --resume to continue that run "
             "or choose another --out"
         )
-    return Runner(recipe, out).run()
+    return Runner(recipe, out, resume=args.resume).run()
 
 
 def cmd_report(args) -> int:

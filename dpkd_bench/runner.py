@@ -4,6 +4,13 @@ Stages, in order: data (suite, tokenizer), teacher (trained by ``sft`` and cache
 hash, or loaded), ``student_init`` (a short ``sft`` shared by every method of the run), teacher
 samples (once per recipe, cached, only when a method needs them), then one unit per (method,
 seed), then the report. Every stage's wall time goes into the manifest.
+
+Resume (``resume=True``, the CLI's ``--resume``): the run directory's manifest must hold the same
+recipe and data; units whose state is "done" and that have metrics.json are skipped, the others
+continue from their checkpoint, ``student_init`` is loaded from the run directory and the
+reference evaluations are skipped when their metrics.json exist. A failing unit is marked
+failed in the manifest with its error and the others go on; the run then ends with one
+``error:`` line on stderr naming the failed units, and ``run`` returns 1.
 """
 
 from __future__ import annotations
@@ -12,10 +19,10 @@ import copy
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
+import traceback
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,14 +32,34 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from dpkd_bench import __version__
+from dpkd_bench.checkpoint import (
+    CHECKPOINT,
+    checkpoint_step,
+    publish_dir,
+    readable_dir,
+    remove_dir,
+    remove_unfinished,
+    trim_log,
+)
 from dpkd_bench.data.prepare import EvalSet, PreparedData, prepare_data
+from dpkd_bench.errors import DataError, RecipeError, UserError
 from dpkd_bench.generate import DecodeSettings, generate_ids, generate_texts
 from dpkd_bench.methods import get_method, parse_variant
 from dpkd_bench.methods.base import TEACHER_SAMPLES, Method, TrainContext
 from dpkd_bench.metrics import mean_over_generations, score_examples
 from dpkd_bench.models import build_model, freeze, load_pretrained, preflight_models, save_model
 from dpkd_bench.recipe import Recipe, SamplingConfig, TrainConfig, dump_yaml
-from dpkd_bench.results import RunDir, atomic_write_text, check_method_name, write_json, write_jsonl
+from dpkd_bench.results import (
+    METRICS,
+    TRAIN_LOG,
+    RunDir,
+    atomic_write_bytes,
+    atomic_write_text,
+    check_method_name,
+    unit_key,
+    write_json,
+    write_jsonl,
+)
 from dpkd_bench.train import BatchStream, train
 
 TEACHER_FORMAT = 1  # bump when teacher training changes in a way that invalidates caches
@@ -95,9 +122,12 @@ def decode_settings(cfg) -> DecodeSettings:
 class Runner:
     """Runs one recipe into one run directory."""
 
-    def __init__(self, recipe: Recipe, out: Path, cache_dir: Path | None = None):
+    def __init__(
+        self, recipe: Recipe, out: Path, cache_dir: Path | None = None, resume: bool = False
+    ):
         self.recipe = recipe
         self.run_dir = RunDir(out)
+        self.resume = resume
         self.cache = cache_dir or cache_root()
         self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
         self.stage_times: dict[str, float] = {}
@@ -110,6 +140,38 @@ class Runner:
         return get_method(spec, **self.recipe.method_args.get(base, {}))
 
     # ---- manifest ----------------------------------------------------------------------
+    def _manifest_to_resume(self) -> dict | None:
+        """With ``resume``, the run's manifest once its recipe is this one; None otherwise."""
+        root = self.run_dir.root
+        if not self.resume:
+            return None
+        if not self.run_dir.is_run():
+            if root.is_dir() and any(root.iterdir()):
+                raise UserError(
+                    f"cannot resume {root}: it is not a dpkd-bench run directory (no "
+                    "manifest.json); pass the --out of an earlier `dpkd-bench run`, or drop "
+                    "--resume and choose an empty --out"
+                )
+            log(f"nothing to resume in {root} (killed before it started): starting the run")
+            return None
+        manifest = self.run_dir.load_manifest()
+        check_same_recipe(manifest, self.recipe, root)
+        self.stage_times.update(manifest.get("stage_times") or {})
+        self.stage_times.pop("total", None)
+        return manifest
+
+    def _open_manifest(self, data: PreparedData, manifest: dict | None) -> None:
+        """Start a manifest, or continue the resumed run's once its data is this data."""
+        if manifest is None:
+            self._start_manifest(data)
+            return
+        check_same_data(manifest, data.hashes, self.run_dir.root)
+        manifest["resumed"] = [*manifest.get("resumed", []), now_iso()]
+        manifest["finished"] = None
+        manifest["stage_times"] = self.stage_times
+        self.run_dir.save_manifest(manifest)
+        log(f"resuming {self.run_dir.root}")
+
     def _start_manifest(self, data: PreparedData) -> None:
         manifest = {
             "recipe_name": self.recipe.name,
@@ -145,8 +207,9 @@ class Runner:
     # ---- stages ------------------------------------------------------------------------
     def run(self) -> int:
         start = time.time()
+        resumed = self._manifest_to_resume()
         data = self._timed("data", prepare_data, self.recipe, self.cache)
-        self._start_manifest(data)
+        self._open_manifest(data, resumed)
         teacher = self._timed("teacher", self.get_teacher, data)
         student_init = self._timed("student_init", self.get_student_init, data, teacher)
         preflight_models(teacher, student_init, data.tokenizer, self.recipe.data.max_length)
@@ -157,16 +220,19 @@ class Runner:
         samples = None
         if any(m.uses_teacher_samples for m in self.methods.values()):
             samples = self._timed("teacher_samples", self.teacher_samples, data, teacher)
-        failed = 0
+        failed = []
         for seed in self.recipe.seeds:
             for name, method in self.methods.items():
-                failed += not self.run_unit(
-                    name, method, seed, data, teacher, student_init, samples
-                )
-        self._finish(time.time() - start)
-        return 0 if failed == 0 else 1
+                if not self.run_unit(name, method, seed, data, teacher, student_init, samples):
+                    failed.append(unit_key(name, seed))
+        report_error = self._finish(time.time() - start)
+        if failed or report_error:
+            print(self.failure_summary(failed, report_error), file=sys.stderr, flush=True)
+            return 1
+        return 0
 
-    def _finish(self, total: float) -> None:
+    def _finish(self, total: float) -> str | None:
+        """Close the manifest and render the report; the report's error, if it failed."""
         from dpkd_bench.report import render
 
         self.stage_times["total"] = round(total, 2)
@@ -174,8 +240,33 @@ class Runner:
         manifest["finished"] = now_iso()
         manifest["stage_times"] = self.stage_times
         self.run_dir.save_manifest(manifest)
-        self._timed("report", render, self.run_dir.root)
+        try:
+            self._timed("report", render, self.run_dir.root)
+        except Exception as err:  # the results are on disk; `dpkd-bench report` redoes this
+            traceback.print_exc()
+            return f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:200]}"
         log(f"done in {total:.1f}s: {self.run_dir.root / 'leaderboard.md'}")
+        return None
+
+    def failure_summary(self, failed: list[str], report_error: str | None = None) -> str:
+        """One line: the failed units, where their errors are, and how to redo what failed."""
+        root = self.run_dir.root
+        parts = []
+        if failed:
+            units = self.run_dir.load_manifest().get("units", {})
+            kinds = [(units.get(key, {}).get("error") or "?").split(":")[0] for key in failed]
+            named = [f"{key} ({kind})" for key, kind in zip(failed, kinds, strict=True)]
+            total = len(self.recipe.seeds) * len(self.methods)
+            parts.append(
+                f"{len(failed)} of {total} units failed: {', '.join(named)}; their errors are in "
+                f"{self.run_dir.manifest_path}; fix the cause and rerun them with --resume "
+                f"--out {root}"
+            )
+        if report_error:
+            parts.append(
+                f"the report failed ({report_error}); redo it with `dpkd-bench report {root}`"
+            )
+        return "error: " + "; ".join(parts)
 
     def _train(
         self,
@@ -189,6 +280,7 @@ class Runner:
         log_path=None,
         desc="train",
         dev_items=(),
+        checkpoint_dir=None,
     ):
         set_seed(seed)
         device = self.accelerator.device
@@ -203,9 +295,13 @@ class Runner:
             device=device,
             dev_items=dev_items,
             total_steps=cfg.steps,
+            grad_accum=cfg.grad_accum,
+            steps_per_epoch=len(items) // (cfg.batch_size * cfg.grad_accum),
         )
         stream = BatchStream(items, cfg.batch_size, seed)
-        return train(method, model, cfg, stream, ctx, self.accelerator, log_path, desc)
+        return train(
+            method, model, cfg, stream, ctx, self.accelerator, log_path, desc, checkpoint_dir
+        )
 
     def get_teacher(self, data: PreparedData):
         cfg = self.recipe.teacher
@@ -220,7 +316,7 @@ class Runner:
         if shipped is not None:
             log(f"teacher: shipped with the package ({shipped}), key {key}")
             model = load_pretrained(shipped, cfg.model).float()
-            save_model(model, data.tokenizer, path)
+            publish_model(model, data.tokenizer, path)
             return freeze(model)
         log(f"teacher: training {cfg.model.n_layer}x{cfg.model.n_embd} for {cfg.train.steps} steps")
         model = build_model(cfg.model, data.tokenizer, seed=data_seed(self.recipe))
@@ -234,11 +330,17 @@ class Runner:
             data.tokenizer,
             desc="teacher sft",
         )
-        save_model(model, data.tokenizer, path)
+        publish_model(model, data.tokenizer, path)
         return freeze(model)
 
     def get_student_init(self, data: PreparedData, teacher):
         cfg = self.recipe.student
+        path = self.run_dir.root / "student_init"
+        saved = readable_dir(path, "model.safetensors") if self.resume else None
+        if saved is not None:
+            log(f"student_init: reusing {saved}")
+            return load_pretrained(saved, cfg.model)
+        remove_unfinished(self.run_dir.root)
         model = build_model(cfg.model, data.tokenizer, seed=data_seed(self.recipe) + 1)
         if cfg.init_train.steps:
             self._train(
@@ -251,7 +353,7 @@ class Runner:
                 data.tokenizer,
                 desc="student_init sft",
             )
-        save_model(model, data.tokenizer, self.run_dir.root / "student_init")
+        publish_model(model, data.tokenizer, path)
         return model
 
     def teacher_samples(self, data: PreparedData, teacher) -> list[tuple[int, ...]]:
@@ -261,7 +363,7 @@ class Runner:
         shipped = SHIPPED_TEACHER / path.name
         if not path.is_file() and shipped.is_file():
             log(f"teacher samples: shipped with the package ({shipped})")
-            shutil.copyfile(shipped, path)
+            atomic_write_bytes(path, shipped.read_bytes())
         if path.is_file():
             log(f"teacher samples: cached at {path}")
             with open(path, encoding="utf-8") as handle:
@@ -292,35 +394,16 @@ class Runner:
 
     # ---- units -------------------------------------------------------------------------
     def run_unit(self, name, method, seed, data, teacher, student_init, samples) -> bool:
-        unit_dir = self.run_dir.unit_dir(name, seed)
+        """Train and evaluate one (method, seed); False when it failed (recorded, not raised)."""
+        if self.resume and self.unit_done(name, seed):
+            log(f"{name} seed {seed}: done already")
+            return True
         self.run_dir.update_unit(name, seed, state="running", error=None)
-        start = time.time()
+        unit_dir, start = self.run_dir.unit_dir(name, seed), time.time()
         try:
-            items = unit_items(method, data.train_items, samples)
-            model = copy.deepcopy(student_init)
-            atomic_write_text(unit_dir / "config.yaml", dump_yaml(method.describe()))
-            log_path = unit_dir / "train_log.jsonl"
-            log_path.unlink(missing_ok=True)
-            teacher_arg = teacher if method.uses_teacher else None
-            result = self._train(
-                method,
-                model,
-                self.recipe.train,
-                items,
-                seed,
-                teacher_arg,
-                data.tokenizer,
-                log_path,
-                desc=f"{name} seed {seed}",
-                dev_items=data.dev_items,
+            model, train_info = self.train_unit(
+                name, method, seed, data, teacher, student_init, samples
             )
-            save_model(model, data.tokenizer, unit_dir / "student")
-            train_info = {
-                "steps": result.steps,
-                "wall_s": round(result.wall_s, 2),
-                "tokens": result.tokens,
-                "skipped_steps": result.skipped_steps,
-            }
             self.evaluate(model, data, unit_dir, name, seed, train_info)
         except Exception as err:  # one failing unit must not lose the others
             self.run_dir.update_unit(
@@ -333,14 +416,73 @@ class Runner:
             log(f"{name} seed {seed}: FAILED ({type(err).__name__}: {err})")
             return False
         wall = time.time() - start
-        self.run_dir.update_unit(name, seed, state="done", error=None, wall_s=round(wall, 2))
+        self.run_dir.update_unit(
+            name,
+            seed,
+            state="done",
+            error=None,
+            wall_s=round(wall, 2),
+            skipped_steps=train_info["skipped_steps"],
+        )
+        remove_dir(unit_dir / CHECKPOINT)
         self.stage_times[f"unit:{name}/seed-{seed}"] = round(wall, 2)
         log(f"{name} seed {seed}: {wall:.1f}s")
         return True
 
+    def unit_done(self, name: str, seed: int) -> bool:
+        """Whether the manifest says done and the unit's metrics.json exists."""
+        units = self.run_dir.load_manifest().get("units", {})
+        done = units.get(unit_key(name, seed), {}).get("state") == "done"
+        return done and (self.run_dir.unit_dir(name, seed) / METRICS).is_file()
+
+    def train_unit(self, name, method, seed, data, teacher, student_init, samples):
+        """Train one unit (from its checkpoint when resuming), save its student; (model, info)."""
+        unit_dir = self.run_dir.unit_dir(name, seed)
+        checkpoint = self._prepare_unit_dir(unit_dir, f"{name} seed {seed}")
+        atomic_write_text(unit_dir / "config.yaml", dump_yaml(method.describe()))
+        model = copy.deepcopy(student_init)
+        result = self._train(
+            method,
+            model,
+            self.recipe.train,
+            unit_items(method, data.train_items, samples),
+            seed,
+            teacher if method.uses_teacher else None,
+            data.tokenizer,
+            unit_dir / TRAIN_LOG,
+            desc=f"{name} seed {seed}",
+            dev_items=data.dev_items,
+            checkpoint_dir=checkpoint,
+        )
+        publish_model(model, data.tokenizer, unit_dir / "student")
+        return model, {
+            "steps": result.steps,
+            "wall_s": round(result.wall_s, 2),
+            "tokens": result.tokens,
+            "skipped_steps": result.skipped_steps,
+        }
+
+    def _prepare_unit_dir(self, unit_dir: Path, label: str) -> Path:
+        """Clear what an earlier attempt left, except, on resume, its checkpoint and its train
+        log up to that checkpoint's step; return the checkpoint directory."""
+        remove_unfinished(unit_dir)
+        checkpoint, log_path = unit_dir / CHECKPOINT, unit_dir / TRAIN_LOG
+        step = checkpoint_step(checkpoint) if self.resume else None
+        if step is None:
+            remove_dir(checkpoint)
+            log_path.unlink(missing_ok=True)
+        else:
+            trim_log(log_path, step)
+            log(f"{label}: continuing from the checkpoint of step {step}")
+        return checkpoint
+
     def evaluate_reference(self, name: str, model, data: PreparedData) -> None:
         seed = self.recipe.seeds[0]
-        self.evaluate(model, data, self.run_dir.unit_dir(name, seed), name, seed, None)
+        unit_dir = self.run_dir.unit_dir(name, seed)
+        if self.resume and (unit_dir / METRICS).is_file():
+            log(f"{name}: evaluated already")
+        else:
+            self.evaluate(model, data, unit_dir, name, seed, None)
         self.run_dir.update_unit(name, seed, state="done", error=None)
 
     def evaluate(
@@ -407,6 +549,47 @@ def shipped_teacher(key: str) -> Path | None:
     if key_file.is_file() and key_file.read_text(encoding="utf-8").strip() == key:
         return SHIPPED_TEACHER
     return None
+
+
+def publish_model(model, tokenizer, path: Path) -> None:
+    """``save_model`` into ``path`` atomically: a kill never leaves half a model there."""
+    publish_dir(path, lambda tmp: save_model(model, tokenizer, tmp))
+
+
+def differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """'key: a in the run, b now' for every leaf where two nested mappings differ."""
+    found = []
+    for key in sorted(set(old) | set(new), key=str):
+        then, now = old.get(key, "<unset>"), new.get(key, "<unset>")
+        if isinstance(then, dict) and isinstance(now, dict):
+            found += differences(then, now, f"{prefix}{key}.")
+        elif then != now:
+            found.append(f"{prefix}{key}: {then!r} in the run, {now!r} now")
+    return found
+
+
+def check_same_recipe(manifest: dict, recipe: Recipe, root: Path) -> None:
+    """Raise a user error unless the run in ``root`` was made with ``recipe``."""
+    then = manifest.get("recipe") if isinstance(manifest.get("recipe"), dict) else {}
+    changes = differences(then, json.loads(json.dumps(recipe.to_dict())))
+    if changes:
+        more = f"; and {len(changes) - 3} more" if len(changes) > 3 else ""
+        raise RecipeError(
+            f"cannot resume {root}: the recipe differs from the run's ({'; '.join(changes[:3])}"
+            f"{more}); resume with the run's recipe, methods, seeds and overrides, or choose "
+            "another --out"
+        )
+
+
+def check_same_data(manifest: dict, data_hashes: dict, root: Path) -> None:
+    """Raise a user error unless the run in ``root`` was made on data of these hashes."""
+    old = manifest.get("data_hashes") or {}
+    changed = sorted(k for k in set(old) | set(data_hashes) if old.get(k) != data_hashes.get(k))
+    if changed:
+        raise DataError(
+            f"cannot resume {root}: the data ({', '.join(changed)}) differs from the run's (the "
+            "data files or the generator changed since); start a new run with another --out"
+        )
 
 
 def teacher_key(recipe: Recipe, data: PreparedData) -> str:

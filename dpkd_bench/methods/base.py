@@ -81,6 +81,15 @@ class Method:
     def loss_terms(self, student, prepared: dict, ctx: TrainContext) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
+    # ---- resumable state (optional) ----------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """State the method carries across optimiser steps (a replay buffer, a schedule), for
+        checkpoints: plain Python data and tensors only (read back with weights_only=True)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what ``state_dict`` returned, before a resumed unit continues."""
+
     # ---- description -------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
         return {

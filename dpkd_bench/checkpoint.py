@@ -1,0 +1,197 @@
+"""Resumable training checkpoints, and directories published atomically.
+
+A unit's checkpoint (``runs/<method>/seed-<k>/checkpoint/``) holds everything its training needs
+to continue exactly where it stopped::
+
+    model.safetensors   the student's weights
+    state.pt            optimiser, LR schedule, RNG states (torch CPU and CUDA, python ``random``,
+                        numpy, the on-policy sampling generator), data position, method state
+                        and the loop's counters; read back with ``torch.load(weights_only=True)``
+    meta.json           {"format": 1, "step": k}
+
+Every directory here (checkpoints, ``student/``, ``student_init/``, cached teachers) is
+published atomically: written under a temporary name in the same parent, then renamed into
+place; the directory it replaces is first renamed to ``.<name>.old`` and deleted afterwards. A
+kill at any moment leaves the new directory or the previous one readable (``readable_dir``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_model, save_model
+
+from dpkd_bench.errors import DataError
+from dpkd_bench.results import atomic_write_text, read_json, write_json
+
+FORMAT = 1
+CHECKPOINT = "checkpoint"
+WEIGHTS = "model.safetensors"
+STATE = "state.pt"
+META = "meta.json"
+
+
+# ---- atomic directories -------------------------------------------------------------------
+def _previous(path: Path) -> Path:
+    return path.with_name(f".{path.name}.old")
+
+
+def _fsync_tree(root: Path) -> None:
+    for file in root.rglob("*"):
+        if file.is_file():
+            with open(file, "rb") as handle:
+                os.fsync(handle.fileno())
+
+
+def publish_dir(path: Path, write: Callable[[Path], None]) -> Path:
+    """Create directory ``path`` atomically: ``write(tmp)`` fills a temporary sibling first."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
+    try:
+        os.chmod(tmp, 0o755)
+        write(tmp)
+        _fsync_tree(tmp)
+        previous = _previous(path)
+        if path.exists():
+            shutil.rmtree(previous, ignore_errors=True)
+            os.replace(path, previous)
+        os.replace(tmp, path)
+        shutil.rmtree(previous, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def readable_dir(path: Path, marker: str) -> Path | None:
+    """``path``, or the copy it was replacing when a kill interrupted ``publish_dir``, if it
+    holds ``marker``; None when neither does."""
+    path = Path(path)
+    for candidate in (path, _previous(path)):
+        if (candidate / marker).is_file():
+            return candidate
+    return None
+
+
+def remove_unfinished(parent: Path) -> None:
+    """Delete the temporary directories that a killed ``publish_dir`` left in ``parent``."""
+    for tmp in Path(parent).glob(".*.tmp-*"):
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_dir(path: Path) -> None:
+    """Delete a published directory and the previous copy it may have left."""
+    for candidate in (Path(path), _previous(Path(path))):
+        shutil.rmtree(candidate, ignore_errors=True)
+
+
+# ---- random number generators -------------------------------------------------------------
+def rng_states(generator: torch.Generator) -> dict[str, Any]:
+    """Every RNG the training loop may draw from, as plain data and tensors."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "python": random.getstate(),
+        "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(gauss)],
+        "generator": generator.get_state(),
+    }
+
+
+def set_rng_states(states: dict[str, Any], generator: torch.Generator) -> None:
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    version, internal, gauss_next = states["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    name, keys, pos, has_gauss, gauss = states["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    generator.set_state(states["generator"])
+
+
+# ---- checkpoints --------------------------------------------------------------------------
+@dataclass
+class Trainables:
+    """What a checkpoint restores: each part but the model and the generator has
+    ``state_dict()`` / ``load_state_dict()``; ``model`` is the unwrapped student."""
+
+    model: torch.nn.Module
+    optimizer: Any
+    scheduler: Any
+    stream: Any
+    method: Any
+    generator: torch.Generator
+
+
+def save_checkpoint(path: Path, parts: Trainables, progress: dict[str, Any]) -> None:
+    """Write the checkpoint of ``parts`` at ``progress["step"]``, replacing the previous one."""
+    state = {
+        "progress": progress,
+        "optimizer": parts.optimizer.state_dict(),
+        "scheduler": parts.scheduler.state_dict(),
+        "stream": parts.stream.state_dict(),
+        "method": parts.method.state_dict(),
+        "rng": rng_states(parts.generator),
+    }
+
+    def write(tmp: Path) -> None:
+        save_model(parts.model, str(tmp / WEIGHTS))
+        torch.save(state, tmp / STATE)
+        write_json(tmp / META, {"format": FORMAT, "step": progress["step"]})
+
+    publish_dir(path, write)
+
+
+def checkpoint_step(path: Path) -> int | None:
+    """The step of the checkpoint at ``path``, or None when there is none."""
+    found = readable_dir(path, META)
+    return None if found is None else int(read_json(found / META)["step"])
+
+
+def load_checkpoint(path: Path, parts: Trainables) -> dict[str, Any] | None:
+    """Restore ``parts`` from the checkpoint at ``path``; return its progress (None: none)."""
+    found = readable_dir(path, META)
+    if found is None:
+        return None
+    meta = read_json(found / META)
+    if meta.get("format") != FORMAT:
+        raise DataError(
+            f"checkpoint {found} has format {meta.get('format')}, this version reads {FORMAT}; "
+            f"delete {found} to restart that unit from its beginning"
+        )
+    device = next(parts.model.parameters()).device
+    load_model(parts.model, found / WEIGHTS, device=str(device))
+    state = torch.load(found / STATE, map_location="cpu", weights_only=True)
+    parts.optimizer.load_state_dict(state["optimizer"])
+    parts.scheduler.load_state_dict(state["scheduler"])
+    parts.stream.load_state_dict(state["stream"])
+    parts.method.load_state_dict(state["method"])
+    set_rng_states(state["rng"], parts.generator)
+    return state["progress"]
+
+
+def trim_log(path: Path, step: int) -> None:
+    """Keep a train log's records up to ``step`` (and drop a line cut short by a kill)."""
+    path = Path(path)
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and record.get("step", 0) <= step:
+            kept.append(line + "\n")
+    atomic_write_text(path, "".join(kept))
