@@ -198,7 +198,9 @@ def test_trim_log_keeps_steps_up_to_the_checkpoint(tmp_path):
 
 
 # ---- a NaN unit fails alone; empty batches are skipped and counted -------------------------
-def test_nan_unit_fails_alone_with_its_step_and_terms(tmp_path, monkeypatch, capsys):
+def test_nan_unit_fails_alone_and_empty_batches_are_skipped_and_counted(
+    tmp_path, monkeypatch, capsys
+):
     kd, tvd = METHODS["kd"], METHODS["tvd"]
     calls = Counter()
     kd_terms, tvd_prepare = kd.loss_terms, tvd.prepare
