@@ -12,6 +12,8 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+import yaml
+
 from dpkd_bench.errors import UserError
 from dpkd_bench.recipe import BUILTIN_RECIPES, DEFAULT_RECIPE
 
@@ -21,15 +23,40 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def parse_seeds(text: str) -> list[int]:
+    """``1,2,3`` -> [1, 2, 3]; empty items, non-integers and repeats are user errors."""
+    parts = [s.strip() for s in text.split(",")]
+    if not any(parts):
+        raise UserError("--seeds is empty; give at least one integer, e.g. --seeds 1")
     try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
+        seeds = [int(s) for s in parts]
     except ValueError:
         raise UserError(
             f"--seeds '{text}' is not a comma-separated list of integers; e.g. --seeds 1,2,3"
         ) from None
-    if not seeds:
-        raise UserError("--seeds is empty; give at least one integer, e.g. --seeds 1")
+    repeats = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeats:
+        raise UserError(
+            f"--seeds '{text}' repeats {', '.join(map(str, repeats))}; each seed trains its own "
+            "units, so list each once, e.g. --seeds 1,2,3"
+        )
     return seeds
+
+
+def check_sweep(text: str) -> None:
+    """``method.key=v1,v2``: the shape and every value (read as YAML) must parse."""
+    target, sep, values = text.partition("=")
+    if not (sep and "." in target and values):
+        raise UserError(
+            f"bad --sweep '{text}': expected method.key=v1,v2 (e.g. dpkd.beta=0.05,0.1)"
+        )
+    for value in values.split(","):
+        try:
+            yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise UserError(
+                f"bad --sweep '{text}': value '{value}' is not a number, word or YAML literal; "
+                "write values like 0.05 or true, separated by commas"
+            ) from None
 
 
 def _method_list(text: str) -> list[str]:
@@ -57,8 +84,16 @@ def run_overrides(args) -> list[str]:
 
     overrides = list(args.overrides)
     if args.methods or args.sweep:
+        for sweep in args.sweep or []:
+            check_sweep(sweep)
         names = _method_list(args.methods) if args.methods else load_recipe(args.recipe).methods
-        names = expand_sweeps(names, args.sweep or [])
+        try:
+            names = expand_sweeps(names, args.sweep or [])
+        except yaml.YAMLError:
+            raise UserError(
+                f"--methods '{args.methods}' has a variant value that is not valid YAML; write "
+                "variants as name[key=value,...], e.g. dpkd[beta=0.05]"
+            ) from None
         overrides.append("methods=" + json.dumps(names))
     if args.seeds:
         overrides.append(f"seeds=[{','.join(map(str, parse_seeds(args.seeds)))}]")
@@ -66,11 +101,14 @@ def run_overrides(args) -> list[str]:
 
 
 def cmd_run(args) -> int:
+    from dpkd_bench.preflight import check_output_dir, check_pretrained
     from dpkd_bench.recipe import load_recipe
     from dpkd_bench.runner import Runner
 
     recipe = load_recipe(args.recipe, run_overrides(args))
     out = Path(args.out or f"runs/{recipe.name}-{datetime.now():%Y%m%d-%H%M%S}")
+    check_output_dir(out)
+    check_pretrained(recipe)  # configs and tokenizers, before any weights load or train
     if out.exists() and any(out.iterdir()) and not args.resume:
         raise UserError(
             f"output directory {out} is not empty; pass --resume to continue that run "
@@ -88,7 +126,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_ls(args) -> int:
-    from dpkd_bench.data.loaders import HUB_EVAL_SETS
+    from dpkd_bench.data.loaders import EVAL_SOURCES
     from dpkd_bench.data.synthetic import EVAL_SETS
     from dpkd_bench.methods import METHODS
 
@@ -103,8 +141,9 @@ def cmd_ls(args) -> int:
     print("eval sets:")
     for name in EVAL_SETS:
         print(f"  {name:<15} embedded synthetic suite")
-    for name, hub in HUB_EVAL_SETS.items():
-        print(f"  {name:<15} Hub dataset {hub}")
+    for name, source in EVAL_SOURCES.items():
+        print(f"  {name:<15} Hub dataset {source.hub} ({source.file}): {source.about}")
+    print(f"  {'':<15} or a local copy / your own set: data.eval_paths.NAME=DIR")
     print("recipes:")
     for name in BUILTIN_RECIPES:
         print(f"  {name}{' (default)' if name == DEFAULT_RECIPE else ''}")
@@ -158,7 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as done:  # --help, or a usage error already reported on one line
+        return done.code if isinstance(done.code, int) else 2
     try:
         return args.func(args)
     except UserError as err:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+
+OFFLINE_FLAGS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+
 
 class UserError(Exception):
     """Bad input from the user: reported as one ``error:`` line, exit status 2.
@@ -16,3 +20,27 @@ class RecipeError(UserError):
 
 class DataError(UserError):
     """A data file or dataset that cannot be used."""
+
+
+def hub_offline() -> bool:
+    """Whether ``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) forbids Hub downloads."""
+    return any(
+        os.environ.get(flag, "").strip().lower() in ("1", "true", "yes", "on")
+        for flag in OFFLINE_FLAGS
+    )
+
+
+def hub_error(what: str, name: str, err: Exception, fix: str, dataset: bool = False) -> UserError:
+    """The one-line error for a Hub download that failed, offline mode spelled out."""
+    kind = " --repo-type dataset" if dataset else ""
+    if hub_offline():
+        return UserError(
+            f"{what} '{name}' is not in the local Hugging Face cache and HF_HUB_OFFLINE=1 "
+            f"forbids downloading it; download it once with network access "
+            f"(`hf download {name}{kind}`), unset HF_HUB_OFFLINE, or {fix}"
+        )
+    detail = str(err).strip().splitlines()[0][:160] if str(err).strip() else ""
+    return UserError(
+        f"cannot get {what} '{name}' from the Hugging Face Hub ({type(err).__name__}"
+        f"{': ' + detail if detail else ''}); check the name and your network, or {fix}"
+    )

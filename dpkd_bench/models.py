@@ -7,22 +7,44 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
-from dpkd_bench.errors import UserError
+from dpkd_bench.errors import UserError, hub_error, hub_offline
 from dpkd_bench.recipe import ModelConfig
 
 
 def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
-    """A pretrained tokenizer (local path or Hub name) with a pad token and left/right sides set."""
+    """A pretrained tokenizer (local path or Hub name) that has a pad token.
+
+    A tokenizer without one (GPT-2's) pads with its EOS token, as MiniLLM does: batches mark
+    padding in their attention masks and labels by position, never by token id, so the choice
+    of pad id changes no loss and no generation. Without EOS either, it cannot be used.
+    """
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as err:
-        raise UserError(
-            f"cannot load tokenizer '{name_or_path}' ({type(err).__name__}); "
-            "check the path or Hub name (and HF_HUB_OFFLINE / your network)"
-        ) from None
+        tokenizer = AutoTokenizer.from_pretrained(
+            str(name_or_path),
+            trust_remote_code=trust_remote_code,
+            local_files_only=hub_offline(),
+        )
+    except (OSError, ValueError, KeyError) as err:
+        raise load_error("tokenizer", str(name_or_path), err) from None
     if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise UserError(
+                f"tokenizer '{name_or_path}' has neither a pad nor an EOS token; batching needs "
+                "a pad token and generation an EOS: add them to the tokenizer (e.g. "
+                "tokenizer.add_special_tokens({'eos_token': '</s>', 'pad_token': '<pad>'}) and "
+                "save_pretrained) or use another tokenizer"
+            )
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def load_error(what: str, name: str, err: Exception) -> UserError:
+    """A failed ``from_pretrained``: a Hub name (offline mode spelled out) or a local path."""
+    local = Path(name).expanduser().exists()
+    if not local and name.count("/") <= 1 and not name.startswith((".", "/", "~")):
+        return hub_error(what, name, err, "give a local directory instead")
+    detail = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+    return UserError(f"cannot load {what} '{name}': {detail}; check the path")
 
 
 def gpt2_config(cfg: ModelConfig, tokenizer) -> GPT2Config:
@@ -50,20 +72,29 @@ def build_model(cfg: ModelConfig, tokenizer, seed: int = 0):
 
 
 def load_pretrained(name_or_path: str | Path, cfg: ModelConfig | None = None):
-    """``from_pretrained`` with safetensors only unless the recipe opts in to pickle files."""
+    """``from_pretrained`` with safetensors only unless the recipe opts in to pickle files.
+
+    Pickle checkpoints (``pytorch_model.bin``) can run arbitrary code when loaded; remote code
+    runs only with ``trust_remote_code: true``.
+    """
     cfg = cfg or ModelConfig()
+    name = str(name_or_path)
     try:
         return AutoModelForCausalLM.from_pretrained(
-            str(name_or_path),
+            name,
             use_safetensors=None if cfg.allow_pickle else True,
             trust_remote_code=cfg.trust_remote_code,
+            local_files_only=hub_offline(),
         )
-    except (OSError, ValueError) as err:
-        raise UserError(
-            f"cannot load model '{name_or_path}': {str(err).splitlines()[0][:200]}; "
-            "check the path or Hub name; weights must be safetensors unless the recipe sets "
-            "allow_pickle: true"
-        ) from None
+    except (OSError, ValueError, KeyError) as err:
+        if not cfg.allow_pickle and "safetensors" in str(err).lower():
+            raise UserError(
+                f"cannot load model '{name}': no safetensors weights found, and pickle "
+                "checkpoints (pytorch_model.bin) can run arbitrary code when loaded; convert "
+                "them to safetensors, or set allow_pickle: true in the model's recipe section "
+                "if you trust the file"
+            ) from None
+        raise load_error("model", name, err) from None
 
 
 def save_model(model, tokenizer, path: Path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from dpkd_bench.errors import RecipeError
 
 BUILTIN_RECIPES = ("synthetic", "synthetic-quick")
 DEFAULT_RECIPE = "synthetic"
+KEY_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")  # one part of an override's key path
 
 
 class FieldError(ValueError):
@@ -48,6 +50,9 @@ class DataConfig:
     eval_sets: list[str] = field(
         default_factory=lambda: ["synthetic-id", "synthetic-long", "synthetic-para"]
     )
+    # eval-set name -> local directory, JSONL file or Hub dataset holding it: a local copy of a
+    # registered set (dolly: /data/dolly) or a set of your own (my-set: data/my-set)
+    eval_paths: dict[str, str] = field(default_factory=dict)
     n_train: int = 6000  # synthetic suite: training examples
     n_eval: int = 500  # synthetic suite: examples per eval set
     max_eval_examples: int = 0  # 0 = all; otherwise the first N of each eval set
@@ -321,6 +326,16 @@ def build(cls: type, data: Any, where: str = "") -> Any:
 # --------------------------------------------------------------------------- loading
 
 
+def _unshare(value: Any) -> Any:
+    """A copy with no shared sub-mappings: a YAML alias (``*m``) becomes its own copy, so an
+    override of one section never changes another that reused it."""
+    if isinstance(value, dict):
+        return {k: _unshare(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unshare(v) for v in value]
+    return value
+
+
 def _read_yaml(text: str, origin: str) -> dict:
     try:
         data = yaml.safe_load(text)
@@ -335,9 +350,10 @@ def _read_yaml(text: str, origin: str) -> dict:
         return {}
     if not isinstance(data, dict):
         raise RecipeError(
-            f"recipe {origin} must be a YAML mapping of keys, got {type(data).__name__}"
+            f"recipe {origin} must be a YAML mapping of keys (e.g. `methods: [sft]`), got a "
+            f"{type(data).__name__}; is it a recipe? see `dpkd-bench validate synthetic`"
         )
-    return data
+    return _unshare(data)
 
 
 def recipe_text(recipe: str) -> tuple[str, str]:
@@ -351,7 +367,15 @@ def recipe_text(recipe: str) -> tuple[str, str]:
             f"recipe '{recipe}' is neither a file nor a built-in recipe"
             f"{did_you_mean(recipe, BUILTIN_RECIPES)}; built-ins: {', '.join(BUILTIN_RECIPES)}"
         )
-    return path.read_text(encoding="utf-8"), f"file {path}"
+    try:
+        return path.read_text(encoding="utf-8"), f"file {path}"
+    except UnicodeDecodeError:
+        raise RecipeError(
+            f"recipe file {path} is not UTF-8 text, so it is not a recipe; give a YAML recipe "
+            "file or a built-in name"
+        ) from None
+    except OSError as err:
+        raise RecipeError(f"cannot read recipe file {path} ({err.strerror or err})") from None
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -361,6 +385,12 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not sep or not key.strip() or any(not p for p in parts):
         raise RecipeError(
             f"bad override '{text}': expected section.key=value, e.g. train.steps=200"
+        )
+    bad = [p for p in parts if not KEY_PART.match(p)]
+    if bad:
+        raise RecipeError(
+            f"bad override '{text}': key part '{bad[0]}' is not a name (letters, digits, '_' "
+            "and '-' only); write section.key=value, e.g. train.steps=200"
         )
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
@@ -420,6 +450,7 @@ def load_recipe(recipe: str | None = None, overrides: typing.Sequence[str] = ())
     command line swaps that base (e.g. run an ablation at the scale of ``synthetic-quick``).
     """
     from dpkd_bench.methods import METHODS, validate_methods
+    from dpkd_bench.preflight import check_recipe
 
     bases = [parse_override(o)[1] for o in overrides if o.strip().startswith("base=")]
     data = raw_recipe(recipe or DEFAULT_RECIPE, str(bases[-1]) if bases else None)
@@ -427,7 +458,14 @@ def load_recipe(recipe: str | None = None, overrides: typing.Sequence[str] = ())
         if not item.strip().startswith("base="):
             apply_override(data, item, METHODS)
     resolved = build(Recipe, data)
-    validate_methods(resolved.methods, resolved.method_args)
+    check_recipe(resolved)  # names, eval sets, data paths, sequence lengths
+    try:
+        validate_methods(resolved.methods, resolved.method_args)
+    except yaml.YAMLError as err:
+        raise RecipeError(
+            f"a method variant's value is not valid YAML ({getattr(err, 'problem', None) or err}"
+            "); write variants as name[key=value,...], e.g. dpkd[beta=0.05]"
+        ) from None
     return resolved
 
 

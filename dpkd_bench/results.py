@@ -158,6 +158,10 @@ class RunDir:
         return self.manifest_path.is_file()
 
     def load_manifest(self) -> dict:
+        if not self.root.exists():
+            raise UserError(
+                f"{self.root} does not exist; pass the --out directory of a `dpkd-bench run`"
+            )
         if not self.is_run():
             raise UserError(
                 f"{self.root} is not a dpkd-bench run directory (no {MANIFEST}); "

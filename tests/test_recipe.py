@@ -90,3 +90,21 @@ def test_apply_override_creates_sections():
     data: dict = {}
     apply_override(data, "teacher.model.n_layer=3")
     assert data == {"teacher": {"model": {"n_layer": 3}}}
+
+
+def test_yaml_aliases_are_copies_so_an_override_changes_one_section(tmp_path):
+    text = "teacher: {model: &m {n_layer: 2}}\nstudent: {model: *m}\n"
+    recipe = load_recipe(write(tmp_path, text), ["student.model.n_layer=1"])
+    assert (recipe.teacher.model.n_layer, recipe.student.model.n_layer) == (2, 1)
+
+
+def test_eval_paths_name_a_local_copy_or_a_set_of_ones_own(tmp_path):
+    (tmp_path / "mine").mkdir()
+    overrides = ["data.eval_sets=[dolly,mine]", f"data.eval_paths.mine={tmp_path / 'mine'}"]
+    recipe = load_recipe("synthetic-quick", overrides)
+    assert recipe.data.eval_paths == {"mine": str(tmp_path / "mine")}
+
+
+def test_recipes_load_with_safe_yaml_only():
+    source = (REPO / "dpkd_bench" / "recipe.py").read_text()
+    assert "yaml.load(" not in source and "yaml.safe_load(" in source

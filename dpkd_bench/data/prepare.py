@@ -69,7 +69,9 @@ def load_sources(
     """Training examples, validation examples and the raw eval sets named by the recipe."""
     data = recipe.data
     suite = None
-    if data.source == "synthetic" or any(n in synthetic.EVAL_SETS for n in data.eval_sets):
+    if data.source == "synthetic" or any(
+        n in synthetic.EVAL_SETS and n not in data.eval_paths for n in data.eval_sets
+    ):
         suite = synthetic.generate_suite(data.seed, data.n_train, data.n_eval)
     if data.source == "synthetic":
         train = synthetic_examples(suite["train"])
@@ -78,9 +80,10 @@ def load_sources(
         train, dev = load_instruction_data(data.source, data.dev_num)
     evals = {}
     for name in data.eval_sets:
-        examples = (
-            synthetic_examples(suite[name]) if name in synthetic.EVAL_SETS else load_eval_set(name)
-        )
+        if name in synthetic.EVAL_SETS and name not in data.eval_paths:
+            examples = synthetic_examples(suite[name])
+        else:
+            examples = load_eval_set(name, data.eval_paths.get(name))
         if data.max_eval_examples:
             examples = examples[: data.max_eval_examples]
         evals[name] = examples
