@@ -15,7 +15,7 @@ import torch
 
 from dpkd_bench import losses
 from dpkd_bench.methods.base import prepare_ground_truth, sample_student
-from dpkd_bench.methods.token_level import TokenLevelMethod
+from dpkd_bench.methods.token_level import TokenLevelMethod, check_cache_k
 from dpkd_bench.recipe import require
 
 
@@ -25,11 +25,13 @@ class GKDConfig:
     lmbda: float = 0.5  # fraction of on-policy (student-generated) batches
     temperature: float = 0.9  # of the on-policy sampling
     seq_kd: bool = False  # off-policy batches use teacher samples instead of ground truth
+    teacher_cache_k: int = 0  # > 0: off-policy batches read the cached teacher top-k
 
     def __post_init__(self):
         require(0.0 <= self.beta <= 1.0, "beta", "must be in [0, 1]")
         require(0.0 <= self.lmbda <= 1.0, "lmbda", "must be in [0, 1]")
         require(self.temperature > 0, "temperature", "must be > 0")
+        check_cache_k(self.teacher_cache_k)
 
 
 class GKD(TokenLevelMethod):

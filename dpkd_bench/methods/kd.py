@@ -25,3 +25,12 @@ class KD(TokenLevelMethod):
 
     def divergence(self, student_logits, teacher_logits):
         return losses.token_forward_kl(student_logits, teacher_logits, self.config.temperature)
+
+    def use_teacher_cache(self, cache):
+        if self.config.temperature != 1.0:
+            raise ValueError(
+                f"{self.name}: the teacher cache holds temperature-1 log-probabilities; "
+                f"temperature={self.config.temperature} needs the exact teacher "
+                f"(set {self.name}.teacher_cache_k=0)"
+            )
+        super().use_teacher_cache(cache)
