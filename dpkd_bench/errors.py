@@ -33,14 +33,15 @@ def hub_offline() -> bool:
 def hub_error(what: str, name: str, err: Exception, fix: str, dataset: bool = False) -> UserError:
     """The one-line error for a Hub download that failed, offline mode spelled out."""
     kind = " --repo-type dataset" if dataset else ""
+    error = DataError if dataset else UserError
     if hub_offline():
-        return UserError(
+        return error(
             f"{what} '{name}' is not in the local Hugging Face cache and HF_HUB_OFFLINE=1 "
             f"forbids downloading it; download it once with network access "
             f"(`hf download {name}{kind}`), unset HF_HUB_OFFLINE, or {fix}"
         )
     detail = str(err).strip().splitlines()[0][:160] if str(err).strip() else ""
-    return UserError(
+    return error(
         f"cannot get {what} '{name}' from the Hugging Face Hub ({type(err).__name__}"
         f"{': ' + detail if detail else ''}); check the name and your network, or {fix}"
     )

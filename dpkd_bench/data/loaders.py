@@ -218,7 +218,8 @@ def _hub_file(repo_id: str, filename: str) -> Path:
             f"file '{filename}' of Hub dataset",
             repo_id,
             err,
-            "download the repository to a local directory and give that directory instead",
+            "download it to a local directory and point the recipe there (data.source, or "
+            "data.eval_paths.NAME for an eval set)",
             dataset=True,
         ) from None
 
