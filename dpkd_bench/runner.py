@@ -152,7 +152,7 @@ class Runner:
                     "manifest.json); pass the --out of an earlier `dpkd-bench run`, or drop "
                     "--resume and choose an empty --out"
                 )
-            log(f"nothing to resume in {root} (killed before it started): starting the run")
+            log(f"nothing to resume in {root} (no run there yet): starting the run")
             return None
         manifest = self.run_dir.load_manifest()
         check_same_recipe(manifest, self.recipe, root)
@@ -211,12 +211,13 @@ class Runner:
         data = self._timed("data", prepare_data, self.recipe, self.cache)
         self._open_manifest(data, resumed)
         teacher = self._timed("teacher", self.get_teacher, data)
-        student_init = self._timed("student_init", self.get_student_init, data, teacher)
+        student_init = self.saved_student_init()
+        if student_init is None:
+            student_init = self._timed("student_init", self.get_student_init, data, teacher)
         preflight_models(teacher, student_init, data.tokenizer, self.recipe.data.max_length)
-        self._timed("eval:teacher", self.evaluate_reference, "teacher", teacher, data)
-        self._timed(
-            "eval:student_init", self.evaluate_reference, "student_init", student_init, data
-        )
+        for name, model in (("teacher", teacher), ("student_init", student_init)):
+            if not self.reference_done(name):
+                self._timed(f"eval:{name}", self.evaluate_reference, name, model, data)
         samples = None
         if any(m.uses_teacher_samples for m in self.methods.values()):
             samples = self._timed("teacher_samples", self.teacher_samples, data, teacher)
@@ -333,13 +334,17 @@ class Runner:
         publish_model(model, data.tokenizer, path)
         return freeze(model)
 
+    def saved_student_init(self):
+        """With ``resume``, the run's own ``student_init`` when it was saved; else None."""
+        saved = readable_dir(self.run_dir.root / "student_init", "model.safetensors")
+        if not self.resume or saved is None:
+            return None
+        log(f"student_init: reusing {saved}")
+        return load_pretrained(saved, self.recipe.student.model)
+
     def get_student_init(self, data: PreparedData, teacher):
         cfg = self.recipe.student
         path = self.run_dir.root / "student_init"
-        saved = readable_dir(path, "model.safetensors") if self.resume else None
-        if saved is not None:
-            log(f"student_init: reusing {saved}")
-            return load_pretrained(saved, cfg.model)
         remove_unfinished(self.run_dir.root)
         model = build_model(cfg.model, data.tokenizer, seed=data_seed(self.recipe) + 1)
         if cfg.init_train.steps:
@@ -476,13 +481,17 @@ class Runner:
             log(f"{label}: continuing from the checkpoint of step {step}")
         return checkpoint
 
+    def reference_done(self, name: str) -> bool:
+        """With ``resume``, whether the reference row ``name`` has its metrics.json."""
+        metrics = self.run_dir.unit_dir(name, self.recipe.seeds[0]) / METRICS
+        if self.resume and metrics.is_file():
+            log(f"{name}: evaluated already")
+            return True
+        return False
+
     def evaluate_reference(self, name: str, model, data: PreparedData) -> None:
         seed = self.recipe.seeds[0]
-        unit_dir = self.run_dir.unit_dir(name, seed)
-        if self.resume and (unit_dir / METRICS).is_file():
-            log(f"{name}: evaluated already")
-        else:
-            self.evaluate(model, data, unit_dir, name, seed, None)
+        self.evaluate(model, data, self.run_dir.unit_dir(name, seed), name, seed, None)
         self.run_dir.update_unit(name, seed, state="done", error=None)
 
     def evaluate(
