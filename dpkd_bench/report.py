@@ -1,10 +1,14 @@
 """Tables, plots and one HTML page from a run directory alone (never loads a model).
 
-``render(DIR)`` (re)writes DIR/leaderboard.csv, DIR/leaderboard.md, DIR/report.html and
-DIR/plots/*.png. Only units whose metrics.json exists and whose manifest state is "done" (or
-absent) are scored; failed, running and pending units are listed under the table instead.
-The per-seed score table (``seed_scores``) is the single source for the leaderboard, the
-Markdown/HTML tables and the score plots.
+``render(DIR)`` (re)writes DIR/leaderboard.csv, DIR/leaderboard.md, DIR/leaderboard.tex,
+DIR/families.csv, DIR/report.html and DIR/plots/*.png. Only units whose metrics.json exists and
+whose manifest state is "done" (or absent) are scored; failed, running and pending units are
+listed under the table instead. The per-seed score table (``seed_scores``) is the single source
+for the leaderboard, the Markdown/HTML/LaTeX tables and the score plots; the per-example scores
+of the generation files give the bootstrap intervals and the paired tests against the reference
+method (``dpkd_bench.stats``). Teacher-fidelity figures come from each unit's fidelity.json
+(written by ``dpkd_bench.fidelity``) and published numbers from ``baselines/*.yaml`` when the
+run's recipe names the setting it replicates.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import yaml
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -38,6 +43,16 @@ from dpkd_bench.results import (
     read_jsonl,
     unit_key,
 )
+from dpkd_bench.stats import (
+    ALPHA,
+    N_RESAMPLES,
+    example_statistics,
+    format_interval,
+    format_mean_std,
+    is_significant,
+    sample_std,
+    statistics_columns,
+)
 from dpkd_bench.variants import parse_variant
 
 SCORES = (("rougeL", "ROUGE-L"), ("exact_match", "EM"))  # both higher-is-better, 0-100
@@ -50,11 +65,20 @@ LEADERBOARD_COLUMNS = [
     "exact_match_mean",
     "exact_match_std",
 ]
+SCORE_KEYS = [key for key, _ in SCORES]
+# Appended after the contract columns of leaderboard.csv (never before or between them).
+STATISTICS_COLUMNS = statistics_columns(SCORE_KEYS)[2:]
 SEED_COLUMNS = ["method", "seed", "eval_set", "rougeL", "exact_match", "n"]
+EXAMPLE_COLUMNS = ["method", "seed", "eval_set", "id", *SCORE_KEYS]
 NOT_LOSS_TERMS = {"method", "seed", "step", "lr", "tokens_per_s", "elapsed_s"}
-SAMPLES_PER_SET = 3
+REFERENCE_METHOD = "sft"  # paired tests compare every other method with this one, when it ran
+MARKER = "†"  # significant difference from the reference method
+SAMPLES_PER_SET = 5
 TRAINING_PLOT = "training_curves.png"
+COST_PLOT = "score_vs_cost.png"
 NO_VALUE = "—"
+FIDELITY = "fidelity.json"  # per unit; written by dpkd_bench.fidelity.write_fidelity
+BASELINES_DIR = Path(__file__).resolve().parent.parent / "baselines"
 
 
 # ---- what is in the run directory ---------------------------------------------------------
@@ -146,7 +170,7 @@ def aggregate(scores: pd.DataFrame) -> pd.DataFrame:
     spec = {"n_seeds": ("seed", "count")}
     for key, _ in SCORES:
         spec[f"{key}_mean"] = (key, "mean")
-        spec[f"{key}_std"] = (key, lambda s: s.std(ddof=1))
+        spec[f"{key}_std"] = (key, sample_std)
     board = scores.groupby(["method", "eval_set"], sort=False).agg(**spec).reset_index()
     board = board.astype({"n_seeds": int})
     for column in LEADERBOARD_COLUMNS[3:]:
@@ -159,11 +183,56 @@ def leaderboard(run: RunDir) -> pd.DataFrame:
     return aggregate(seed_scores(load_run(run)))
 
 
+def _example_rows(method: str, seed: int, eval_set: str, records: list[dict]) -> list[dict]:
+    rows = []
+    for index, record in enumerate(records):
+        if all(isinstance(record.get(key), (int, float)) for key in SCORE_KEYS):
+            example_id = str(record.get("id", index))
+            rows.append({"method": method, "seed": seed, "eval_set": eval_set, "id": example_id})
+            rows[-1].update({key: float(record[key]) for key in SCORE_KEYS})
+    return rows
+
+
+def example_scores(view: RunView) -> pd.DataFrame:
+    """Per-example scores of every finished unit, from its generations/<eval_set>.jsonl.
+
+    Columns: method, seed, eval_set, id, rougeL, exact_match (each already the mean over
+    generation seeds). Records without numeric scores are skipped; missing files give no rows.
+    """
+    rows = [
+        row
+        for method, seed in view.units
+        for eval_set in view.eval_sets
+        for row in _example_rows(
+            method, seed, eval_set, read_generations(view.run.unit_dir(method, seed), eval_set)
+        )
+    ]
+    return pd.DataFrame(rows, columns=EXAMPLE_COLUMNS)
+
+
+def reference_method(board: pd.DataFrame) -> str | None:
+    """The method the paired tests compare against: ``sft`` when it was scored, else None."""
+    return REFERENCE_METHOD if REFERENCE_METHOD in set(board["method"]) else None
+
+
+def with_statistics(
+    board: pd.DataFrame, examples: pd.DataFrame, n_resamples: int = N_RESAMPLES
+) -> pd.DataFrame:
+    """The leaderboard with bootstrap intervals and paired p-values appended (NaN if none)."""
+    statistics = example_statistics(examples, SCORE_KEYS, reference_method(board), n_resamples)
+    merged = board.merge(statistics, on=["method", "eval_set"], how="left", sort=False)
+    merged["reference"] = merged["reference"].fillna("")
+    merged["n_examples"] = merged["n_examples"].astype("Int64")
+    return merged[[*LEADERBOARD_COLUMNS, *STATISTICS_COLUMNS]]
+
+
 # ---- one table model for Markdown and HTML ------------------------------------------------
 @dataclass(frozen=True)
 class Cell:
     text: str
     best: bool = False
+    marker: bool = False  # significantly different from the reference method
+    interval: str = ""  # 95% bootstrap interval over examples, as text
 
 
 @dataclass(frozen=True)
@@ -175,8 +244,7 @@ class Row:
 
 
 def format_score(mean: float, std: float) -> str:
-    spread = "n/a" if math.isnan(std) else f"{std:.2f}"
-    return f"{mean:.2f} ± {spread}"
+    return format_mean_std(mean, std)
 
 
 def best_means(board: pd.DataFrame) -> dict[tuple[str, str], float]:
@@ -193,6 +261,23 @@ def table_header(eval_sets: list[str]) -> list[str]:
     return ["method", "seeds"] + [f"{e} {label}" for e in eval_sets for _, label in SCORES]
 
 
+def _value(record: pd.Series, column: str) -> float:
+    value = record.get(column, math.nan)
+    return math.nan if value is None or pd.isna(value) else float(value)
+
+
+def score_cell(record: pd.Series, key: str, best: float | None, reference: bool) -> Cell:
+    """One table cell: mean ± std, best flag, significance marker and bootstrap interval."""
+    mean = record[f"{key}_mean"]
+    interval = format_interval(_value(record, f"{key}_ci_low"), _value(record, f"{key}_ci_high"))
+    return Cell(
+        format_score(mean, record[f"{key}_std"]),
+        best=not reference and round(mean, 2) == best,
+        marker=is_significant(_value(record, f"{key}_p_vs_reference")),
+        interval=interval,
+    )
+
+
 def table_rows(board: pd.DataFrame, eval_sets: list[str]) -> list[Row]:
     best = best_means(board)
     rows = []
@@ -205,9 +290,8 @@ def table_rows(board: pd.DataFrame, eval_sets: list[str]) -> list[Row]:
                 if eval_set not in by_set.index:
                     cells.append(Cell(NO_VALUE))
                     continue
-                mean = by_set.at[eval_set, f"{key}_mean"]
-                is_best = not reference and round(mean, 2) == best.get((eval_set, key))
-                cells.append(Cell(format_score(mean, by_set.at[eval_set, f"{key}_std"]), is_best))
+                record = by_set.loc[eval_set]
+                cells.append(score_cell(record, key, best.get((eval_set, key)), reference))
         seeds = "/".join(str(n) for n in sorted(set(group["n_seeds"])))
         rows.append(Row(method, reference, seeds, cells))
     return rows
@@ -221,6 +305,28 @@ LEGEND = (
     "Mean ± sample std over training seeds (n/a: one seed). Higher is better. Best student "
     "per column in bold; teacher and student_init are references (italic, not ranked)."
 )
+
+
+def significance_legend(board: pd.DataFrame) -> str:
+    """What the marker means, or why there is none."""
+    reference = reference_method(board)
+    if reference is None:
+        return (
+            f"No significance markers: the reference method '{REFERENCE_METHOD}' has no "
+            "scores in this run."
+        )
+    return (
+        f"{MARKER} differs from {reference} at p < {ALPHA:g}: two-sided paired sign-flip "
+        f"permutation test over the examples both were scored on ({N_RESAMPLES} resamples; "
+        "each example's score averaged over training seeds first)."
+    )
+
+
+def interval_legend() -> str:
+    return (
+        f"Brackets: 95% percentile bootstrap interval of the mean over examples ({N_RESAMPLES} "
+        "resamples, fixed seed; per-example scores averaged over training seeds first)."
+    )
 
 
 # ---- ablations: variants of one method side by side ------------------------------------------
@@ -294,9 +400,10 @@ def md_text(text: object) -> str:
 
 def md_cell(cell: Cell, reference: bool) -> str:
     text = md_text(cell.text)
+    marker = MARKER if cell.marker else ""
     if cell.best:
-        return f"**{text}**"
-    return f"*{text}*" if reference and cell.text != NO_VALUE else text
+        return f"**{text}**{marker}"
+    return f"*{text}*{marker}" if reference and cell.text != NO_VALUE else f"{text}{marker}"
 
 
 def markdown_table(header: list[str], rows: list[Row]) -> list[str]:
@@ -321,6 +428,15 @@ def not_scored_lines(view: RunView) -> list[str]:
     return lines
 
 
+def markdown_grid(header: list[str], rows: list[list[str]], left: int = 1) -> list[str]:
+    """A plain Markdown table: the first ``left`` columns left-aligned, the rest right-aligned."""
+    lines = [
+        "| " + " | ".join(md_text(h) for h in header) + " |",
+        "|" + " --- |" * left + " ---: |" * (len(header) - left),
+    ]
+    return lines + ["| " + " | ".join(md_text(c) for c in row) + " |" for row in rows]
+
+
 def render_markdown(view: RunView, board: pd.DataFrame) -> str:
     eval_sets = board_eval_sets(board)
     lines = [f"# dpkd-bench leaderboard: {md_text(view.recipe_name)}", "", LEGEND, ""]
@@ -328,7 +444,13 @@ def render_markdown(view: RunView, board: pd.DataFrame) -> str:
         lines.append("No finished units yet.")
     else:
         lines += markdown_table(table_header(eval_sets), table_rows(board, eval_sets))
+        lines += ["", significance_legend(board)]
     lines += markdown_ablations(ablation_tables(board)) if not board.empty else []
+    fidelity = fidelity_table(fidelity_scores(view))
+    if not fidelity.empty:
+        lines += ["", "## Teacher fidelity", "", FIDELITY_LEGEND, ""]
+        lines += markdown_grid(list(fidelity.columns), fidelity.values.tolist(), left=2)
+    lines += markdown_baselines(published_comparison(view, board))
     lines += markdown_families(family_scores(view))
     left_out = not_scored_lines(view)
     if left_out:
@@ -337,6 +459,12 @@ def render_markdown(view: RunView, board: pd.DataFrame) -> str:
 
 
 # ---- plots ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Plot:
+    png: bytes
+    caption: str
+
+
 def png_bytes(fig: Figure) -> bytes:
     buffer = io.BytesIO()
     FigureCanvasAgg(fig).print_png(buffer, metadata={"Software": None})
@@ -347,8 +475,25 @@ def file_slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "eval"
 
 
+def error_bars(rows: pd.DataFrame, key: str) -> tuple[list[float], list[float], list[bool]]:
+    """(below, above, from_interval) per row: the sample std over training seeds when a row
+    has two or more seeds, else its 95% bootstrap interval over examples (0 when unknown)."""
+    below, above, from_interval = [], [], []
+    for _, row in rows.iterrows():
+        mean, std = row[f"{key}_mean"], row[f"{key}_std"]
+        if row["n_seeds"] >= 2 and not math.isnan(std):
+            below.append(std), above.append(std), from_interval.append(False)
+            continue
+        low, high = _value(row, f"{key}_ci_low"), _value(row, f"{key}_ci_high")
+        known = not (math.isnan(low) or math.isnan(high))
+        below.append(max(mean - low, 0.0) if known else 0.0)
+        above.append(max(high - mean, 0.0) if known else 0.0)
+        from_interval.append(known)
+    return below, above, from_interval
+
+
 def score_plot(rows: pd.DataFrame, title: str) -> bytes:
-    """Grouped bars, one group per method; error bars = std over seeds (none for one seed)."""
+    """Grouped bars, one group per method; error bars as described by :func:`error_bars`."""
     methods = list(rows["method"])
     fig = Figure(figsize=(max(5.0, 1.1 * len(methods) + 2), 4.2), layout="constrained")
     ax = fig.add_subplot()
@@ -356,8 +501,8 @@ def score_plot(rows: pd.DataFrame, title: str) -> bytes:
     handles = []
     for i, (key, label) in enumerate(SCORES):
         x = [j + (i - 0.5) * width for j in range(len(methods))]
-        means, stds = rows[f"{key}_mean"], rows[f"{key}_std"]
-        bars = ax.bar(x, means, width, color=f"C{i}", yerr=stds, capsize=3)
+        below, above, _ = error_bars(rows, key)
+        bars = ax.bar(x, rows[f"{key}_mean"], width, color=f"C{i}", yerr=[below, above], capsize=3)
         for bar, method in zip(bars, methods, strict=True):
             if method in REFERENCE_ROWS:
                 bar.set_hatch("//")
@@ -373,9 +518,27 @@ def score_plot(rows: pd.DataFrame, title: str) -> bytes:
     return png_bytes(fig)
 
 
-def score_plots(view: RunView, board: pd.DataFrame) -> dict[str, bytes]:
+def score_caption(eval_set: str, rows: pd.DataFrame) -> str:
+    """Which error bars the score plot of ``eval_set`` shows, method by method."""
+    _, _, from_interval = error_bars(rows, SCORE_KEYS[0])
+    by_interval = [m for m, ci in zip(rows["method"], from_interval, strict=True) if ci]
+    by_std = [m for m, n in zip(rows["method"], rows["n_seeds"], strict=True) if n >= 2]
+    parts = []
+    if by_std:
+        parts.append(f"sample std over training seeds ({', '.join(by_std)})")
+    if by_interval:
+        parts.append(
+            f"95% bootstrap interval over examples, one training seed ({', '.join(by_interval)})"
+        )
+    bars = "; ".join(parts) if parts else "none (no spread available)"
+    return f"{eval_set}: mean ROUGE-L and exact match per method. Error bars: {bars}."
+
+
+def score_plots(view: RunView, board: pd.DataFrame) -> dict[str, Plot]:
     return {
-        f"scores_{file_slug(eval_set)}.png": score_plot(rows, f"{view.recipe_name}: {eval_set}")
+        f"scores_{file_slug(eval_set)}.png": Plot(
+            score_plot(rows, f"{view.recipe_name}: {eval_set}"), score_caption(eval_set, rows)
+        )
         for eval_set, rows in board.groupby("eval_set", sort=False)
     }
 
@@ -418,30 +581,140 @@ def training_plot(logs: pd.DataFrame, methods: list[str], terms: list[str]) -> b
     return png_bytes(fig)
 
 
-def training_plots(view: RunView) -> dict[str, bytes]:
+TRAINING_CAPTION = (
+    "Training curves: each logged loss term against the optimiser step, one line per method "
+    "(mean over training seeds); 'loss' is the weighted total the optimiser minimised."
+)
+
+
+def training_plots(view: RunView) -> dict[str, Plot]:
     logs = train_logs(view)
     terms = loss_terms(logs) if "step" in logs else []
     if not terms:
         return {}
     methods = [m for m in view.methods if m in set(logs["method"])]
-    return {TRAINING_PLOT: training_plot(logs, methods, terms)}
+    return {TRAINING_PLOT: Plot(training_plot(logs, methods, terms), TRAINING_CAPTION)}
 
 
-def write_plots(run: RunDir, plots: dict[str, bytes]) -> list[Path]:
+def write_plots(run: RunDir, plots: dict[str, Plot]) -> list[Path]:
     """Write the plots and remove report plots of an earlier render that are now stale."""
     stale = [
         *run.plots_dir.glob("scores_*.png"),
         *run.plots_dir.glob("ablation_*.png"),
         run.plots_dir / TRAINING_PLOT,
+        run.plots_dir / COST_PLOT,
     ]
     for path in stale:
         if path.name not in plots:
             path.unlink(missing_ok=True)
     paths = []
-    for name, data in plots.items():
-        atomic_write_bytes(run.plots_dir / name, data)
+    for name, plot in plots.items():
+        atomic_write_bytes(run.plots_dir / name, plot.png)
         paths.append(run.plots_dir / name)
     return paths
+
+
+# ---- score against training cost -----------------------------------------------------------
+COST_AXES = (
+    ("teacher_forwards", "teacher forwards (sequences)"),
+    ("steps", "student optimiser steps"),
+    ("wall_s", "training wall time (s)"),
+)
+
+
+def _unit_config(unit: Path) -> dict:
+    path = unit / "config.yaml"
+    if not path.is_file():
+        return {}
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError:
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def sequences_per_step(manifest: dict) -> float:
+    """Training sequences per optimiser step (batch_size x grad_accum), NaN when unknown."""
+    train = (manifest.get("recipe") or {}).get("train") or {}
+    try:
+        return float(train["batch_size"]) * float(train.get("grad_accum", 1))
+    except (KeyError, TypeError, ValueError):
+        return math.nan
+
+
+def unit_cost(view: RunView, method: str, seed: int) -> dict | None:
+    """Cost of one unit's training from metrics.json "train" and config.yaml; None if absent.
+
+    ``teacher_forwards`` is the recorded count when metrics.json has one; otherwise it is
+    estimated as steps x batch_size x grad_accum for a method whose config says
+    ``uses_teacher`` (one teacher forward per training sequence), 0 for one that does not.
+    """
+    unit = view.run.unit_dir(method, seed)
+    metrics = read_json(unit / METRICS)
+    train = metrics.get("train") if isinstance(metrics, dict) else None
+    if not isinstance(train, dict) or "steps" not in train:
+        return None
+    steps = float(train["steps"])
+    recorded = train.get("teacher_forwards")
+    uses_teacher = bool(_unit_config(unit).get("uses_teacher", True))
+    estimate = steps * sequences_per_step(view.manifest) if uses_teacher else 0.0
+    return {
+        "method": method,
+        "seed": seed,
+        "steps": steps,
+        "wall_s": float(train.get("wall_s", math.nan)),
+        "teacher_forwards": float(recorded) if recorded is not None else estimate,
+        "estimated": recorded is None and uses_teacher,
+    }
+
+
+def training_costs(view: RunView) -> pd.DataFrame:
+    rows = [unit_cost(view, method, seed) for method, seed in view.units]
+    columns = ["method", "seed", "steps", "wall_s", "teacher_forwards", "estimated"]
+    return pd.DataFrame([row for row in rows if row], columns=columns)
+
+
+def cost_plot(points: pd.DataFrame) -> bytes:
+    """One panel per cost measure: mean ROUGE-L over eval sets against it, one point per method."""
+    fig = Figure(figsize=(4.2 * len(COST_AXES), 3.6), layout="constrained")
+    axes = fig.subplots(1, len(COST_AXES), squeeze=False).ravel()
+    for ax, (column, label) in zip(axes, COST_AXES, strict=True):
+        for i, row in enumerate(points.itertuples(index=False)):
+            ax.scatter(getattr(row, column), row.rougeL, color=f"C{i % 10}", label=row.method)
+            ax.annotate(row.method, (getattr(row, column), row.rougeL), fontsize=7)
+        ax.set_xlabel(label)
+        ax.set_ylabel("mean ROUGE-L over eval sets")
+    return png_bytes(fig)
+
+
+def cost_caption(costs: pd.DataFrame) -> str:
+    text = (
+        "Mean ROUGE-L over eval sets (mean over training seeds) against the training cost of "
+        "each method: teacher forward passes, student optimiser steps and wall time, from "
+        'metrics.json "train" (mean over seeds; references excluded).'
+    )
+    estimated = sorted(set(costs.loc[costs["estimated"], "method"]))
+    if estimated:
+        text += (
+            " Teacher forwards are not recorded by the runner: for "
+            f"{', '.join(estimated)} they are computed as steps x batch_size x grad_accum "
+            "(one teacher forward per training sequence; methods that score several sequences "
+            "per prompt, such as dpkd or minillm, make more, and teacher samples cached once "
+            "per run are not counted)."
+        )
+    return text
+
+
+def cost_plots(view: RunView, board: pd.DataFrame) -> dict[str, Plot]:
+    costs = training_costs(view)
+    if costs.empty or board.empty:
+        return {}
+    scores = board.groupby("method", sort=False)["rougeL_mean"].mean().rename("rougeL")
+    means = costs.groupby("method", sort=False)[[c for c, _ in COST_AXES]].mean()
+    points = means.join(scores, how="inner").reset_index()
+    if points.empty:
+        return {}
+    return {COST_PLOT: Plot(cost_plot(points), cost_caption(costs))}
 
 
 # ---- sample generations --------------------------------------------------------------------
@@ -554,21 +827,45 @@ pre { background: #f6f6f6; padding: 8px; }
 figure { margin: 1em 0; }
 img { max-width: 100%; }
 .sample { border-left: 3px solid #ccc; padding-left: 1em; margin: 1.5em 0; }
+.ci { color: #666; font-size: 0.85em; font-weight: normal; }
+.sig { color: #a00; }
 """
+
+
+# The page is self-contained: no scripts, no requests; images are data: URIs.
+CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+
+
+def html_score_cell(cell: Cell) -> str:
+    classes = "num best" if cell.best else "num"
+    marker = f'<span class="sig">{MARKER}</span>' if cell.marker else ""
+    interval = f'<br><span class="ci">{esc(cell.interval)}</span>' if cell.interval else ""
+    return f'<td class="{classes}">{esc(cell.text)}{marker}{interval}</td>'
 
 
 def html_table(header: list[str], rows: list[Row]) -> str:
     head = "".join(f"<th>{esc(h)}</th>" for h in header)
     body = []
     for row in rows:
-        cells = "".join(
-            f'<td class="num{" best" if c.best else ""}">{esc(c.text)}</td>' for c in row.cells
-        )
+        cells = "".join(html_score_cell(c) for c in row.cells)
         attr = ' class="ref"' if row.reference else ""
         body.append(
             f'<tr{attr}><td>{esc(row.method)}</td><td class="num">{esc(row.seeds)}</td>{cells}</tr>'
         )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return (
+        f'<table class="leaderboard"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table>"
+    )
+
+
+def html_grid(header: list[str], rows: list[list[str]], css_class: str = "") -> str:
+    """A plain HTML table of text cells (escaped)."""
+    attr = f' class="{esc(css_class)}"' if css_class else ""
+    head = "".join(f"<th>{esc(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{esc(cell)}</td>" for cell in row) + "</tr>" for row in rows
+    )
+    return f"<table{attr}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def html_leaderboard(view: RunView, board: pd.DataFrame) -> str:
@@ -578,6 +875,7 @@ def html_leaderboard(view: RunView, board: pd.DataFrame) -> str:
         parts.append("<p>No finished units yet.</p>")
     else:
         parts.append(html_table(table_header(eval_sets), table_rows(board, eval_sets)))
+        parts.append(f"<p>{esc(significance_legend(board))} {esc(interval_legend())}</p>")
     left_out = not_scored_lines(view)
     if left_out:
         items = "".join(f"<li>{esc(line)}</li>" for line in left_out)
@@ -585,28 +883,49 @@ def html_leaderboard(view: RunView, board: pd.DataFrame) -> str:
     return "\n".join(parts)
 
 
-def html_plots(plots: dict[str, bytes]) -> str:
+def html_fidelity(view: RunView) -> str:
+    table = fidelity_table(fidelity_scores(view))
+    if table.empty:
+        return ""
+    grid = html_grid(list(table.columns), table.astype(str).values.tolist(), "fidelity")
+    return f"<h2>Teacher fidelity</h2>\n<p>{esc(FIDELITY_LEGEND)}</p>\n{grid}"
+
+
+def html_baselines(comparison: Comparison | None) -> str:
+    if comparison is None:
+        return ""
+    parts = [f"<h2>{esc(comparison.title)}</h2>", f"<p>{esc(comparison.caption)}</p>"]
+    if comparison.rows:
+        parts.append(html_grid(comparison.header, comparison.rows, "baselines"))
+    return "\n".join(parts)
+
+
+def html_plots(plots: dict[str, Plot]) -> str:
     if not plots:
         return ""
     figures = [
         f'<figure><img alt="{esc(name)}" src="data:image/png;base64,'
-        f'{base64.b64encode(data).decode("ascii")}"><figcaption>{esc(name)}</figcaption></figure>'
-        for name, data in plots.items()
+        f'{base64.b64encode(plot.png).decode("ascii")}">'
+        f"<figcaption>{esc(plot.caption)} ({esc(name)})</figcaption></figure>"
+        for name, plot in plots.items()
     ]
     return "<h2>Plots</h2>\n" + "\n".join(figures)
 
 
 def html_sample(sample: Sample) -> str:
-    references = "".join(f"<li><pre>{esc(r)}</pre></li>" for r in sample.references)
+    """The prompt, then references and every method's first prediction in one column."""
+    references = [
+        (f"reference {i + 1}", r, ' class="ref"') for i, r in enumerate(sample.references)
+    ]
+    outputs = [(m, NO_VALUE if p is None else p, "") for m, p in sample.predictions.items()]
     rows = "".join(
-        f'<tr><td>{esc(m)}</td><td class="text">{esc(NO_VALUE if p is None else p)}</td></tr>'
-        for m, p in sample.predictions.items()
+        f'<tr{attr}><td>{esc(source)}</td><td class="text">{esc(text)}</td></tr>'
+        for source, text, attr in [*references, *outputs]
     )
     return (
         f'<div class="sample"><h4>example {esc(sample.id)}</h4>'
         f"<p>Prompt</p><pre>{esc(sample.prompt)}</pre>"
-        f"<p>References</p><ul>{references}</ul>"
-        f"<table><thead><tr><th>method</th><th>first prediction</th></tr></thead>"
+        f'<table class="samples"><thead><tr><th>source</th><th>text</th></tr></thead>'
         f"<tbody>{rows}</tbody></table></div>"
     )
 
@@ -614,7 +933,8 @@ def html_sample(sample: Sample) -> str:
 def html_samples(view: RunView, eval_sets: list[str]) -> str:
     parts = [
         "<h2>Sample generations</h2>",
-        "<p>First prediction (first generation seed) of each method's lowest training seed.</p>",
+        f"<p>The first {SAMPLES_PER_SET} examples of each eval set: the references, then the "
+        "first prediction (first generation seed) of each method's lowest training seed.</p>",
     ]
     for eval_set in eval_sets:
         samples = eval_samples(view, eval_set)
@@ -624,7 +944,7 @@ def html_samples(view: RunView, eval_sets: list[str]) -> str:
     return "\n".join(parts)
 
 
-def render_html(view: RunView, board: pd.DataFrame, plots: dict[str, bytes]) -> str:
+def render_html(view: RunView, board: pd.DataFrame, plots: dict[str, Plot]) -> str:
     title = f"dpkd-bench report: {view.recipe_name}"
     manifest = json.dumps(view.manifest, indent=2, ensure_ascii=False, sort_keys=False)
     body = [
@@ -632,37 +952,298 @@ def render_html(view: RunView, board: pd.DataFrame, plots: dict[str, bytes]) -> 
         f"<p>Recipe: <b>{esc(view.recipe_name)}</b></p>",
         html_leaderboard(view, board),
         html_ablations(ablation_tables(board)) if not board.empty else "",
+        html_fidelity(view),
+        html_baselines(published_comparison(view, board)),
         html_plots(plots),
         html_samples(view, board_eval_sets(board)),
         f"<h2>Manifest</h2>\n<pre>{esc(manifest)}</pre>",
     ]
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">\n'
         f"<title>{esc(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
         + "\n".join(part for part in body if part)
         + "\n</body>\n</html>\n"
     )
 
 
+# ---- teacher fidelity ----------------------------------------------------------------------
+# fidelity.json key, column label, which way is closer to the teacher
+FIDELITY_FIELDS = (
+    ("kl_teacher_student", "KL(teacher‖student)", "lower"),
+    ("kl_student_teacher", "KL(student‖teacher)", "lower"),
+    ("top1_agreement", "top-1 agreement", "higher"),
+    ("length_ratio", "length ratio", "1 is closest"),
+)
+FIDELITY_LEGEND = (
+    "Teacher-forced on each eval prompt with its first reference: mean over response tokens of "
+    "KL(teacher‖student) and KL(student‖teacher) in nats (lower is closer to the teacher) and "
+    "the fraction of response positions where the two argmax tokens agree (higher is closer); "
+    "length ratio = mean generated length of the method / of the teacher, in words, over every "
+    "generation seed (1 is closest). Mean over training seeds."
+)
+
+
+def _fidelity_rows(path: Path, method: str, seed: int) -> list[dict]:
+    data = read_json(path)
+    evals = data.get("eval") if isinstance(data, dict) else None
+    if not isinstance(evals, dict):
+        raise UserError(
+            f'{path} does not follow the fidelity schema; expected {{"eval": {{"<eval_set>": '
+            '{"kl_teacher_student": ..., ...}}}}; delete it or rewrite it with '
+            "dpkd_bench.fidelity.write_fidelity"
+        )
+    rows = []
+    for eval_set, values in evals.items():
+        values = values if isinstance(values, dict) else {}
+        row = {"method": method, "seed": seed, "eval_set": str(eval_set)}
+        for key, _, _ in FIDELITY_FIELDS:
+            value = values.get(key)
+            row[key] = float(value) if isinstance(value, (int, float)) else math.nan
+        rows.append(row)
+    return rows
+
+
+def fidelity_scores(view: RunView) -> pd.DataFrame:
+    """One row per (unit with a fidelity.json, eval set): method, seed, eval_set, figures."""
+    rows = []
+    for method, seed in view.units:
+        path = view.run.unit_dir(method, seed) / FIDELITY
+        if path.is_file():
+            rows += _fidelity_rows(path, method, seed)
+    columns = ["method", "seed", "eval_set", *(key for key, _, _ in FIDELITY_FIELDS)]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _fixed(value: float, digits: int = 3) -> str:
+    return NO_VALUE if math.isnan(value) else f"{value:.{digits}f}"
+
+
+def fidelity_table(scores: pd.DataFrame) -> pd.DataFrame:
+    """Display table (text cells): method, eval set, seeds, then each figure's mean over seeds."""
+    keys = [key for key, _, _ in FIDELITY_FIELDS]
+    labels = [label for _, label, _ in FIDELITY_FIELDS]
+    header = ["method", "eval set", "seeds", *labels]
+    if scores.empty:
+        return pd.DataFrame(columns=header)
+    grouped = scores.groupby(["method", "eval_set"], sort=False)
+    means = grouped[keys].mean()
+    seeds = grouped["seed"].count()
+    rows = [
+        [method, eval_set, str(seeds.loc[(method, eval_set)])]
+        + [_fixed(float(means.at[(method, eval_set), key])) for key in keys]
+        for method, eval_set in means.index
+    ]
+    return pd.DataFrame(rows, columns=header)
+
+
+# ---- published baselines -------------------------------------------------------------------
+@dataclass(frozen=True)
+class Comparison:
+    """Published numbers beside the measured ones, as text cells."""
+
+    title: str
+    caption: str
+    header: list[str]
+    rows: list[list[str]]
+
+
+def replicated_setting(manifest: dict) -> str | None:
+    """``recipe.replicates`` of the run's resolved recipe (e.g. "dpkd-2024/gpt2-1.5b-to-120m")."""
+    recipe = manifest.get("recipe")
+    value = recipe.get("replicates") if isinstance(recipe, dict) else None
+    return str(value) if value else None
+
+
+def load_baseline(reference: str, root: Path = BASELINES_DIR) -> tuple[dict, dict] | None:
+    """(the file's top level, the named setting) for "<file stem>/<setting>", else None."""
+    stem, _, setting = reference.partition("/")
+    path = root / f"{stem}.yaml"
+    if not is_safe_name(stem) or not path.is_file():
+        return None
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise UserError(f"{path} is not valid YAML ({err}); repair the baselines file") from None
+    settings = data.get("settings") if isinstance(data, dict) else None
+    entry = settings.get(setting) if isinstance(settings, dict) else None
+    return (data, entry) if isinstance(entry, dict) else None
+
+
+def baseline_source(data: dict) -> str:
+    source = data.get("source") or {}
+    parts = [source.get(k) for k in ("citation", "version", "table", "url")]
+    return "; ".join(str(p) for p in parts if p)
+
+
+def measured_text(board: pd.DataFrame, method: str, eval_set: str, metric: str) -> str:
+    rows = board[(board["method"] == method) & (board["eval_set"] == eval_set)]
+    if rows.empty or f"{metric}_mean" not in rows:
+        return NO_VALUE
+    row = rows.iloc[0]
+    return format_mean_std(row[f"{metric}_mean"], row[f"{metric}_std"], digits=1)
+
+
+def published_text(value: object) -> str:
+    return f"{float(value):.1f}" if isinstance(value, (int, float)) else "not reported"
+
+
+def comparison_rows(data: dict, entry: dict, board: pd.DataFrame) -> list[list[str]]:
+    columns = data.get("columns") or {}
+    metric = str(data.get("metric", "rougeL"))
+    rows = []
+    for method, scores in (entry.get("scores") or {}).items():
+        scores = scores if isinstance(scores, dict) else {}
+        row = [str(method)]
+        for label, eval_set in columns.items():
+            row += [
+                published_text(scores.get(label)),
+                measured_text(board, method, eval_set, metric),
+            ]
+        rows.append(row)
+    return rows
+
+
+def published_comparison(view: RunView, board: pd.DataFrame) -> Comparison | None:
+    """The published table of the setting the recipe replicates; None when it names none."""
+    reference = replicated_setting(view.manifest)
+    if reference is None:
+        return None
+    title = f"Published results: {reference}"
+    found = load_baseline(reference)
+    if found is None:
+        caption = (
+            f"The recipe replicates '{reference}', but no baselines/<file>.yaml holds that "
+            "setting; nothing to compare."
+        )
+        return Comparison(title, caption, [], [])
+    data, entry = found
+    header = ["method"]
+    for label, eval_set in (data.get("columns") or {}).items():
+        header += [f"{label} published", f"{eval_set} measured"]
+    caption = (
+        f"{data.get('metric', 'rougeL')} as published ({baseline_source(data)}) beside this "
+        "run's mean ± sample std over training seeds. "
+        + " ".join(str(n) for n in (entry.get("notes") or data.get("notes") or []))
+    ).strip()
+    return Comparison(title, caption, header, comparison_rows(data, entry, board))
+
+
+def markdown_baselines(comparison: Comparison | None) -> list[str]:
+    if comparison is None:
+        return []
+    lines = ["", f"## {md_text(comparison.title)}", "", md_text(comparison.caption)]
+    if comparison.rows:
+        lines += [""] + markdown_grid(comparison.header, comparison.rows)
+    return lines
+
+
+# ---- LaTeX ---------------------------------------------------------------------------------
+LATEX_ESCAPES = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "[": "{[}",  # a row that starts with "[" would be read as \\[<length>]
+    "]": "{]}",
+    "<": r"$<$",
+    ">": r"$>$",
+    NO_VALUE: "---",
+    MARKER: r"$^{\dagger}$",
+    "±": r"$\pm$",
+    "‖": r"$\|$",
+}
+
+
+def latex_text(text: object) -> str:
+    """Plain text -> LaTeX: special characters escaped, whitespace collapsed."""
+    return "".join(LATEX_ESCAPES.get(ch, ch) for ch in " ".join(str(text).split()))
+
+
+def latex_cell(cell: Cell, reference: bool) -> str:
+    text = latex_text(cell.text)
+    if cell.best:
+        text = rf"\textbf{{{text}}}"
+    elif reference and cell.text != NO_VALUE:
+        text = rf"\textit{{{text}}}"
+    return text + (latex_text(MARKER) if cell.marker else "")
+
+
+def latex_table(board: pd.DataFrame, eval_sets: list[str]) -> list[str]:
+    width = len(SCORES)
+    groups = " & ".join(rf"\multicolumn{{{width}}}{{c}}{{{latex_text(e)}}}" for e in eval_sets)
+    rules = " ".join(
+        rf"\cmidrule(lr){{{3 + i * width}-{2 + (i + 1) * width}}}" for i in range(len(eval_sets))
+    )
+    labels = " & ".join(latex_text(label) for _ in eval_sets for _, label in SCORES)
+    lines = [
+        r"\begin{tabular}{lr" + "r" * (width * len(eval_sets)) + "}",
+        r"\toprule",
+        rf" & & {groups} \\",
+        rules,
+        rf"Method & Seeds & {labels} \\",
+        r"\midrule",
+    ]
+    for row in table_rows(board, eval_sets):
+        name = latex_text(row.method)
+        name = rf"\textit{{{name}}}" if row.reference else name
+        cells = " & ".join(latex_cell(c, row.reference) for c in row.cells)
+        lines.append(rf"{name} & {row.seeds} & {cells} \\")
+    return lines + [r"\bottomrule", r"\end{tabular}"]
+
+
+def render_latex(view: RunView, board: pd.DataFrame) -> str:
+    """A booktabs table of the leaderboard (needs \\usepackage{booktabs})."""
+    caption = f"{view.recipe_name}: {LEGEND}"
+    if not board.empty:
+        caption += " " + significance_legend(board)
+    lines = [
+        f"% dpkd-bench leaderboard: {' '.join(view.recipe_name.split())}",
+        r"% needs \usepackage{booktabs} in the preamble",
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\small",
+    ]
+    if board.empty:
+        lines.append(r"No finished units yet.")
+    else:
+        lines += latex_table(board, board_eval_sets(board))
+    lines += [rf"\caption{{{latex_text(caption)}}}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
 # ---- entry point ---------------------------------------------------------------------------
-def render(run_dir: str | Path) -> list[Path]:
-    """(Re)write leaderboard.csv, leaderboard.md, report.html and plots/*.png; return them."""
-    run = RunDir(run_dir)
-    view = load_run(run)
-    board = aggregate(seed_scores(view))
-    plots = {**score_plots(view, board), **training_plots(view)}
+def all_plots(view: RunView, board: pd.DataFrame) -> dict[str, Plot]:
+    plots = {**score_plots(view, board), **training_plots(view), **cost_plots(view, board)}
     if not board.empty:
         for base, table in ablation_tables(board).items():
-            plots[f"ablation_{file_slug(base)}.png"] = ablation_plot(base, table)
-    csv_path, md_path, html_path = (
-        run.root / "leaderboard.csv",
-        run.root / "leaderboard.md",
-        run.root / "report.html",
-    )
-    atomic_write_text(csv_path, board.to_csv(index=False, lineterminator="\n"))
-    atomic_write_text(md_path, render_markdown(view, board))
-    families_path = run.root / "families.csv"
-    atomic_write_text(families_path, family_scores(view).to_csv(index=False, lineterminator="\n"))
+            caption = f"Ablation of {base}: mean score over training seeds of each variant."
+            plots[f"ablation_{file_slug(base)}.png"] = Plot(ablation_plot(base, table), caption)
+    return plots
+
+
+def render(run_dir: str | Path, n_resamples: int = N_RESAMPLES) -> list[Path]:
+    """(Re)write leaderboard.csv/.md/.tex, families.csv, report.html and plots/*.png."""
+    run = RunDir(run_dir)
+    view = load_run(run)
+    board = with_statistics(aggregate(seed_scores(view)), example_scores(view), n_resamples)
+    plots = all_plots(view, board)
+    texts = {
+        "leaderboard.csv": board.to_csv(index=False, lineterminator="\n"),
+        "leaderboard.md": render_markdown(view, board),
+        "leaderboard.tex": render_latex(view, board),
+        "families.csv": family_scores(view).to_csv(index=False, lineterminator="\n"),
+    }
+    paths = []
+    for name, text in texts.items():
+        atomic_write_text(run.root / name, text)
+        paths.append(run.root / name)
     plot_paths = write_plots(run, plots)
-    atomic_write_text(html_path, render_html(view, board, plots))
-    return [csv_path, md_path, families_path, html_path, *plot_paths]
+    atomic_write_text(run.root / "report.html", render_html(view, board, plots))
+    return [*paths, run.root / "report.html", *plot_paths]

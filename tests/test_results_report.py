@@ -9,12 +9,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
+import yaml
 
 from dpkd_bench import results
 from dpkd_bench.errors import UserError
-from dpkd_bench.report import LEADERBOARD_COLUMNS, leaderboard, render
+from dpkd_bench.report import LEADERBOARD_COLUMNS, STATISTICS_COLUMNS, leaderboard, render
 from dpkd_bench.results import (
+    REFERENCE_ROWS,
     RunDir,
     append_jsonl,
     atomic_write_text,
@@ -27,38 +30,57 @@ from dpkd_bench.results import (
 SWEEP = "dpkd[beta=0.05,rkl_weight=0]"
 EVAL_SETS = ["dolly", "shifted"]
 XSS = "<script>alert(1)</script>"
+N_EXAMPLES = 12
+# Per-example scores are the unit's mean plus these offsets (mean 0), so that the bootstrap
+# intervals surround the metrics.json means and paired differences are constant per unit.
+OFFSETS = [-5.5 + i for i in range(N_EXAMPLES)]
 # (method, seed) -> eval set -> (rougeL, exact_match)
 SCORES = {
     ("teacher", 1): {"dolly": (40.0, 20.0), "shifted": (30.0, 10.0)},
     ("student_init", 1): {"dolly": (10.0, 2.0), "shifted": (8.0, 1.0)},
+    ("sft", 1): {"dolly": (12.0, 2.0), "shifted": (9.0, 2.0)},
+    ("sft", 2): {"dolly": (14.0, 4.0), "shifted": (11.0, 4.0)},
     ("kd", 1): {"dolly": (20.0, 5.0), "shifted": (15.0, 4.0)},
     ("kd", 2): {"dolly": (24.0, 7.0), "shifted": (17.0, 6.0)},
     (SWEEP, 1): {"dolly": (26.0, 8.0), "shifted": (18.0, 3.0)},
     (SWEEP, 2): {"dolly": (30.0, 6.0), "shifted": (20.0, 3.0)},
-    ("sft", 1): {"dolly": (99.0, 99.0), "shifted": (99.0, 99.0)},  # failed unit: left out
+    ("tvd", 1): {"dolly": (99.0, 99.0), "shifted": (99.0, 99.0)},  # failed unit: left out
 }
 LOSS_TERMS = {"kd": ("ce", "kd"), SWEEP: ("ce", "pref", "rkl")}
+USES_TEACHER = {"sft": False, "kd": True, SWEEP: True, "tvd": True}
+
+
+def generation_records(method: str, seed: int, name: str, rouge: float, em: float) -> list:
+    return [
+        {
+            "id": f"ex{i}",
+            "prompt": f"prompt {i} of {name}",
+            "references": [f"answer {i}"],
+            "predictions": [
+                XSS if (method, seed, i) == (SWEEP, 1, 0) else f"{method} says {i}",
+                "second generation seed",
+            ],
+            "exact_match": em + offset,
+            "rougeL": rouge + offset,
+        }
+        for i, offset in enumerate(OFFSETS)
+    ]
 
 
 def write_unit(run: RunDir, method: str, seed: int, scores: dict) -> None:
     unit = run.unit_dir(method, seed)
-    evals = {name: {"rougeL": r, "exact_match": em, "n": 4} for name, (r, em) in scores.items()}
-    write_json(unit / "metrics.json", {"method": method, "seed": seed, "eval": evals})
-    for name in scores:
-        records = [
-            {
-                "id": f"ex{i}",
-                "prompt": f"prompt {i} of {name}",
-                "references": [f"answer {i}"],
-                "predictions": [
-                    XSS if (method, seed, i) == (SWEEP, 1, 0) else f"{method} says {i}",
-                    "second generation seed",
-                ],
-                "exact_match": 0.0,
-                "rougeL": 50.0,
-            }
-            for i in range(4)
-        ]
+    evals = {
+        name: {"rougeL": r, "exact_match": em, "n": N_EXAMPLES} for name, (r, em) in scores.items()
+    }
+    metrics = {"method": method, "seed": seed, "eval": evals}
+    if method in USES_TEACHER:
+        metrics["train"] = {"steps": 20, "wall_s": 3.0 + seed, "tokens": 1000}
+        atomic_write_text(
+            unit / "config.yaml", f"uses_teacher: {str(USES_TEACHER[method]).lower()}\n"
+        )
+    write_json(unit / "metrics.json", metrics)
+    for name, (rouge, em) in scores.items():
+        records = generation_records(method, seed, name, rouge, em)
         write_jsonl(unit / "generations" / f"{name}.jsonl", records)
     for step in (10, 20) if method in LOSS_TERMS else ():
         terms = {t: 1.0 / step + seed for t in LOSS_TERMS[method]}
@@ -66,15 +88,23 @@ def write_unit(run: RunDir, method: str, seed: int, scores: dict) -> None:
         append_jsonl(unit / "train_log.jsonl", {**record, "tokens_per_s": 9.0, "elapsed_s": 1.0})
 
 
-def make_run(root: Path) -> RunDir:
+def make_run(root: Path, scores: dict | None = None, **recipe) -> RunDir:
+    scores = SCORES if scores is None else scores
     run = RunDir(root)
+    methods = list(dict.fromkeys(m for m, _ in scores if m not in REFERENCE_ROWS))
+    eval_sets = list(dict.fromkeys(e for unit in scores.values() for e in unit))
     run.save_manifest(
         {
             "recipe_name": "fake-recipe",
-            "recipe": {"name": "fake-recipe", "note": "<b>not bold</b>"},
-            "methods": ["kd", SWEEP, "sft"],
+            "recipe": {
+                "name": "fake-recipe",
+                "note": "<b>not bold</b>",
+                "train": {"batch_size": 4, "grad_accum": 2},
+                **recipe,
+            },
+            "methods": methods,
             "seeds": [1, 2],
-            "eval_sets": EVAL_SETS,
+            "eval_sets": eval_sets,
             "versions": {"dpkd_bench": "0.1.0"},
             "git_commit": None,
             "data_hashes": {"train": "abc"},
@@ -84,16 +114,24 @@ def make_run(root: Path) -> RunDir:
             "units": {},
         }
     )
-    for (method, seed), scores in SCORES.items():
-        write_unit(run, method, seed, scores)
+    for (method, seed), unit_scores in scores.items():
+        write_unit(run, method, seed, unit_scores)
         run.update_unit(method, seed, state="done", error=None, wall_s=1.0)
-    run.update_unit("sft", 1, state="failed", error="RuntimeError: boom")
+    if ("tvd", 1) in scores:
+        run.update_unit("tvd", 1, state="failed", error="RuntimeError: boom")
     return run
 
 
 @pytest.fixture
 def run(tmp_path: Path) -> RunDir:
     return make_run(tmp_path / "run")
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory) -> tuple[RunDir, list[Path]]:
+    """The fake run rendered once, for tests that only read the output."""
+    run = make_run(tmp_path_factory.mktemp("rendered") / "run")
+    return run, render(run.root)
 
 
 # ---- results store -------------------------------------------------------------------------
@@ -162,7 +200,7 @@ def test_load_manifest_outside_a_run_is_a_user_error(tmp_path: Path):
 def test_leaderboard_columns_order_and_values(run: RunDir):
     board = leaderboard(run)
     assert list(board.columns) == LEADERBOARD_COLUMNS
-    methods = ["teacher", "student_init", "kd", SWEEP]
+    methods = ["teacher", "student_init", "sft", "kd", SWEEP]
     assert list(zip(board.method, board.eval_set, strict=True)) == [
         (m, e) for m in methods for e in EVAL_SETS
     ]
@@ -179,8 +217,8 @@ def test_leaderboard_columns_order_and_values(run: RunDir):
     assert math.isnan(teacher.rougeL_std) and math.isnan(teacher.exact_match_std)
 
 
-def test_leaderboard_markdown_bolds_best_student_and_marks_single_seed(run: RunDir):
-    render(run.root)
+def test_leaderboard_markdown_bolds_best_student_marks_single_seed_and_significance(rendered):
+    run, _ = rendered
     md = (run.root / "leaderboard.md").read_text(encoding="utf-8")
     assert "fake-recipe" in md.splitlines()[0]
     board_md = md.split("## Ablation")[0]
@@ -193,15 +231,50 @@ def test_leaderboard_markdown_bolds_best_student_and_marks_single_seed(run: RunD
     # dolly ROUGE-L, dolly EM, shifted ROUGE-L, shifted EM
     sweep_cells = lines[SWEEP].split(" | ")[2:]
     kd_cells = lines["kd"].split(" | ")[2:]
-    assert sweep_cells[0] == "**28.00 ± 2.83**" and sweep_cells[1] == "**7.00 ± 1.41**"
-    assert sweep_cells[2] == "**19.00 ± 1.41**" and sweep_cells[3].startswith("3.00 ± 0.00")
-    assert kd_cells[3].startswith("**5.00 ± 1.41**") and kd_cells[0] == "22.00 ± 2.83"
-    assert "sft" not in lines and "sft/seed-1: failed (RuntimeError: boom)" in md
+    # † = differs from sft (paired test); the sweep's shifted EM equals sft's example by example
+    assert sweep_cells[0] == "**28.00 ± 2.83**†" and sweep_cells[1] == "**7.00 ± 1.41**†"
+    assert sweep_cells[2] == "**19.00 ± 1.41**†" and sweep_cells[3] == "3.00 ± 0.00 |"
+    assert kd_cells[3] == "**5.00 ± 1.41**† |" and kd_cells[0] == "22.00 ± 2.83†"
+    assert "†" not in lines["sft"]  # the reference itself
+    assert "*40.00 ± n/a*†" in lines["teacher"]
+    assert "† differs from sft at p < 0.05: two-sided paired sign-flip permutation test" in md
+    assert "tvd" not in lines and "tvd/seed-1: failed (RuntimeError: boom)" in md
+
+
+def test_csv_keeps_the_contract_columns_first_and_appends_intervals_and_tests(rendered):
+    run, _ = rendered
+    board = pd.read_csv(run.root / "leaderboard.csv", keep_default_na=False, na_values=[""])
+    assert list(board.columns) == LEADERBOARD_COLUMNS + STATISTICS_COLUMNS
+    row = board.set_index(["method", "eval_set"])
+    kd = row.loc[("kd", "dolly")]
+    assert kd.n_examples == N_EXAMPLES and kd.reference == "sft"
+    assert kd.rougeL_ci_low < kd.rougeL_mean < kd.rougeL_ci_high
+    assert kd.exact_match_ci_low < kd.exact_match_mean < kd.exact_match_ci_high
+    assert kd.rougeL_p_vs_reference < 0.05
+    assert row.loc[(SWEEP, "shifted")].exact_match_p_vs_reference == 1.0
+    sft = row.loc[("sft", "dolly")]
+    assert math.isnan(sft.rougeL_p_vs_reference) and math.isnan(sft.reference)
+    teacher = row.loc[("teacher", "dolly")]
+    assert math.isnan(teacher.rougeL_std)  # one seed: empty cell, never 0
+    line = (run.root / "leaderboard.csv").read_text(encoding="utf-8").splitlines()[1]
+    assert line.startswith("teacher,dolly,1,40.0,,20.0,,12,")
+
+
+def test_without_the_reference_method_there_are_no_markers(tmp_path: Path):
+    scores = {unit: values for unit, values in SCORES.items() if unit[0] != "sft"}
+    run = make_run(tmp_path / "run", scores)
+    render(run.root)
+    md = (run.root / "leaderboard.md").read_text(encoding="utf-8")
+    assert "†" not in md
+    assert "No significance markers: the reference method 'sft' has no scores" in md
+    board = pd.read_csv(run.root / "leaderboard.csv")
+    assert board["rougeL_p_vs_reference"].isna().all()
+    assert board["rougeL_ci_low"].notna().all()
 
 
 # ---- rendered files ------------------------------------------------------------------------
-def test_render_writes_self_contained_escaped_html(run: RunDir):
-    paths = render(run.root)
+def test_render_writes_self_contained_escaped_html(rendered):
+    run, paths = rendered
     names = {p.relative_to(run.root).as_posix() for p in paths}
     assert {"leaderboard.csv", "leaderboard.md", "report.html"} <= names
     assert {"plots/scores_dolly.png", "plots/scores_shifted.png"} <= names
@@ -214,8 +287,14 @@ def test_render_writes_self_contained_escaped_html(run: RunDir):
     assert html_escaped(XSS) in page
     assert "&lt;b&gt;not bold&lt;/b&gt;" in page  # manifest is escaped too
     assert html_escaped(SWEEP) in page or SWEEP in page
-    assert "Sample generations" in page and "prompt 2 of shifted" in page
-    assert "prompt 3 of shifted" not in page  # three examples per eval set
+    assert "Sample generations" in page and "prompt 4 of shifted" in page
+    assert "prompt 5 of shifted" not in page  # five examples per eval set
+    sample = page.split("prompt 0 of dolly")[1].split("</table>")[0]
+    assert '<tr class="ref"><td>reference 1</td><td class="text">answer 0</td></tr>' in sample
+    assert f'<td class="text">{html_escaped(XSS)}</td>' in sample  # output escaped, not run
+    assert '<span class="ci">[' in page  # bootstrap intervals in the leaderboard
+    assert "Error bars: sample std over training seeds (sft, kd, " in page
+    assert "95% bootstrap interval over examples, one training seed (teacher, " in page
 
 
 def html_escaped(text: str) -> str:
@@ -257,7 +336,8 @@ def test_render_with_no_finished_units_writes_empty_tables(tmp_path: Path):
     run = RunDir(tmp_path)
     run.save_manifest({"recipe_name": "r", "methods": ["kd"], "units": {"kd/seed-1": {}}})
     render(tmp_path)
-    assert (tmp_path / "leaderboard.csv").read_text().strip() == ",".join(LEADERBOARD_COLUMNS)
+    header = (tmp_path / "leaderboard.csv").read_text().strip()
+    assert header == ",".join(LEADERBOARD_COLUMNS + STATISTICS_COLUMNS)
     assert "No finished units yet." in (tmp_path / "leaderboard.md").read_text(encoding="utf-8")
 
 
@@ -265,3 +345,146 @@ def test_metrics_without_eval_scores_is_a_user_error_naming_the_file(run: RunDir
     write_json(run.unit_dir("kd", 2) / "metrics.json", {"method": "kd", "seed": 2})
     with pytest.raises(UserError, match=r"seed-2/metrics\.json does not follow"):
         leaderboard(run)
+
+
+# ---- LaTeX ---------------------------------------------------------------------------------
+def test_latex_table_is_booktabs_with_escaped_names_and_bold_best(rendered):
+    run, paths = rendered
+    assert run.root / "leaderboard.tex" in paths
+    tex = (run.root / "leaderboard.tex").read_text(encoding="utf-8")
+    for command in (r"\toprule", r"\midrule", r"\bottomrule", r"\begin{tabular}{lrrrrr}"):
+        assert command in tex
+    assert r"\multicolumn{2}{c}{dolly}" in tex and r"\cmidrule(lr){3-4}" in tex
+    rows = {line.split(" & ")[0]: line for line in tex.splitlines() if line.endswith(r"\\")}
+    sweep = r"dpkd{[}beta=0.05,rkl\_weight=0{]}"
+    assert rows[sweep].startswith(sweep + r" & 2 & \textbf{28.00 $\pm$ 2.83}$^{\dagger}$ & ")
+    assert r"\textit{student\_init}" in rows and r"\textit{40.00 $\pm$ n/a}" in tex
+    assert rows["sft"].count(r"\dagger") == 0
+    assert r"\caption{fake-recipe: Mean $\pm$ sample std" in tex
+    body = tex.replace(r"\_", "").replace(r"\{", "").replace(r"\}", "")
+    assert "_" not in body and "±" not in body and "†" not in body
+
+
+def test_latex_escapes_every_special_character():
+    from dpkd_bench.report import latex_text
+
+    assert latex_text("a_b&c%d$e#f{g}h~i^j\\k") == (
+        r"a\_b\&c\%d\$e\#f\{g\}h\textasciitilde{}i\textasciicircum{}j\textbackslash{}k"
+    )
+    assert latex_text("[x]  <y>") == r"{[}x{]} $<$y$>$"
+
+
+# ---- training cost -------------------------------------------------------------------------
+def test_score_against_cost_plot_states_estimated_teacher_forwards(rendered):
+    from dpkd_bench.report import load_run, training_costs
+
+    run, _ = rendered
+    costs = training_costs(load_run(run)).set_index(["method", "seed"])
+    assert costs.at[("kd", 1), "teacher_forwards"] == 20 * 4 * 2  # steps x batch x accum
+    assert costs.at[("sft", 1), "teacher_forwards"] == 0 and not costs.at[("sft", 1), "estimated"]
+    assert costs.at[("kd", 2), "wall_s"] == 5.0
+    assert (run.plots_dir / "score_vs_cost.png").is_file()
+    page = (run.root / "report.html").read_text(encoding="utf-8")
+    caption = page.split("against the training cost")[1].split("</figcaption>")[0]
+    assert "Teacher forwards are not recorded by the runner: for dpkd[" in caption
+    assert "kd they are computed as steps x batch_size x grad_accum" in caption
+
+
+def test_recorded_teacher_forwards_are_used_as_recorded(run: RunDir):
+    from dpkd_bench.report import load_run, training_costs
+
+    path = run.unit_dir("kd", 1) / "metrics.json"
+    metrics = read_json(path)
+    metrics["train"]["teacher_forwards"] = 123
+    write_json(path, metrics)
+    costs = training_costs(load_run(run)).set_index(["method", "seed"])
+    assert costs.at[("kd", 1), "teacher_forwards"] == 123
+    assert not costs.at[("kd", 1), "estimated"] and costs.at[("kd", 2), "estimated"]
+
+
+# ---- teacher fidelity ----------------------------------------------------------------------
+def fidelity_file(kl: float, agreement: float, ratio: float | None) -> dict:
+    figures = {
+        "kl_teacher_student": kl,
+        "kl_student_teacher": kl / 2,
+        "top1_agreement": agreement,
+        "length_ratio": ratio,
+        "n_tokens": 40,
+        "n_examples": N_EXAMPLES,
+    }
+    return {"length_unit": "words", "eval": {"dolly": figures}}
+
+
+def test_fidelity_table_is_rendered_when_fidelity_files_exist(rendered, run: RunDir):
+    md = (rendered[0].root / "leaderboard.md").read_text(encoding="utf-8")
+    assert "Teacher fidelity" not in md and "Published results" not in md
+    write_json(run.unit_dir("kd", 1) / "fidelity.json", fidelity_file(0.5, 0.7, 1.2))
+    write_json(run.unit_dir("kd", 2) / "fidelity.json", fidelity_file(0.7, 0.9, None))
+    write_json(run.unit_dir(SWEEP, 1) / "fidelity.json", fidelity_file(0.25, 0.75, 0.8))
+    render(run.root)
+    md = (run.root / "leaderboard.md").read_text(encoding="utf-8")
+    section = md.split("## Teacher fidelity")[1].split("\n## ")[0]
+    assert "| method | eval set | seeds | KL(teacher‖student) | KL(student‖teacher) |" in section
+    assert "| kd | dolly | 2 | 0.600 | 0.300 | 0.800 | 1.200 |" in section  # NaN ratio skipped
+    assert f"| {SWEEP.replace('|', '')} | dolly | 1 | 0.250 | 0.125 | 0.750 | 0.800 |" in section
+    page = (run.root / "report.html").read_text(encoding="utf-8")
+    assert '<table class="fidelity">' in page and "<td>0.600</td>" in page
+
+
+def test_a_malformed_fidelity_file_is_a_user_error(run: RunDir):
+    write_json(run.unit_dir("kd", 1) / "fidelity.json", {"kl": 1})
+    with pytest.raises(UserError, match=r"seed-1/fidelity\.json does not follow"):
+        render(run.root)
+
+
+# ---- published baselines -------------------------------------------------------------------
+PAPER_SCORES = {
+    ("teacher", 1): {"dolly": (26.0, 3.0), "self-inst": (13.0, 1.0), "sinst": (25.0, 2.0)},
+    ("student_init", 1): {"dolly": (20.0, 1.0), "self-inst": (9.0, 0.0), "sinst": (14.0, 1.0)},
+    ("sft", 1): {"dolly": (22.0, 1.0), "self-inst": (10.0, 0.0), "sinst": (15.0, 1.0)},
+    ("dpkd", 1): {"dolly": (23.0, 1.0), "self-inst": (12.0, 0.0), "sinst": (20.0, 1.0)},
+    ("dpkd", 2): {"dolly": (25.0, 1.0), "self-inst": (12.0, 0.0), "sinst": (22.0, 1.0)},
+}
+
+
+def test_published_numbers_are_shown_beside_the_measured_ones(tmp_path: Path):
+    run = make_run(tmp_path / "run", PAPER_SCORES, replicates="dpkd-2024/gpt2-1.5b-to-120m")
+    render(run.root)
+    md = (run.root / "leaderboard.md").read_text(encoding="utf-8")
+    section = md.split("## Published results: dpkd-2024/gpt2-1.5b-to-120m")[1].split("\n## ")[0]
+    assert "arXiv:2406.19774v2; Table 1" in section
+    header = "| method | DollyEval published | dolly measured | SelfInst published |"
+    assert header in section
+    assert "| dpkd | 24.6 | 24.0 ± 1.4 | 13.8 | 12.0 ± 0.0 | 25.4 | 21.0 ± 1.4 |" in section
+    assert "| teacher | 27.6 | 26.0 ± n/a | 14.3 | 13.0 ± n/a | 27.6 | 25.0 ± n/a |" in section
+    assert "| minillm | 24.6 | — | 13.2 | — | 25.3 | — |" in section
+    assert "| akl | 23.9 | — | not reported | — | 19.2 | — |" in section
+    page = (run.root / "report.html").read_text(encoding="utf-8")
+    assert '<table class="baselines">' in page and "<td>24.0 ± 1.4</td>" in page
+
+
+def test_a_recipe_naming_an_unknown_setting_gets_a_note(tmp_path: Path):
+    unknown = make_run(tmp_path / "unknown", PAPER_SCORES, replicates="dpkd-2024/gpt2-9b")
+    render(unknown.root)
+    md = (unknown.root / "leaderboard.md").read_text(encoding="utf-8")
+    assert "The recipe replicates 'dpkd-2024/gpt2-9b', but no baselines/<file>.yaml" in md
+
+
+def test_baseline_files_hold_numbers_with_their_source():
+    from dpkd_bench.report import BASELINES_DIR
+
+    files = sorted(BASELINES_DIR.glob("*.yaml"))
+    assert files, "baselines/*.yaml missing"
+    for path in files:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        assert data["source"]["citation"] and data["source"]["url"]
+        columns = data["columns"]
+        for name, setting in data["settings"].items():
+            for method, scores in setting["scores"].items():
+                assert set(scores) == set(columns), (path.name, name, method)
+                for value in scores.values():
+                    assert value is None or 0 <= value <= 100
+    dpkd = yaml.safe_load((BASELINES_DIR / "dpkd-2024.yaml").read_text(encoding="utf-8"))
+    assert set(dpkd["settings"]) == {"gpt2-1.5b-to-120m", "gpt2-1.5b-to-340m", "opt-13b-to-1.3b"}
+    for setting in dpkd["settings"].values():
+        assert {"teacher", "sft", "kd", "seqkd", "minillm", "dpkd"} <= set(setting["scores"])
