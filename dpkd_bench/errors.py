@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 OFFLINE_FLAGS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 
@@ -45,3 +46,21 @@ def hub_error(what: str, name: str, err: Exception, fix: str, dataset: bool = Fa
         f"cannot get {what} '{name}' from the Hugging Face Hub ({type(err).__name__}"
         f"{': ' + detail if detail else ''}); check the name and your network, or {fix}"
     )
+
+
+def is_hub_name(name: str) -> bool:
+    """``owner/name`` or ``name`` that is no local path: the Hub is asked for it."""
+    return (
+        not Path(name).expanduser().exists()
+        and name.count("/") <= 1
+        and not name.startswith((".", "/", "~"))
+        and not name.lower().endswith((".jsonl", ".json"))
+    )
+
+
+def load_error(what: str, name: str, err: Exception, key: str) -> UserError:
+    """A failed ``from_pretrained``: a Hub name (offline mode spelled out) or a local path."""
+    if is_hub_name(name):
+        return hub_error(what, name, err, f"set {key} to a local directory")
+    detail = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+    return UserError(f"cannot load {what} '{name}' ({detail}); check {key}")

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
-from dpkd_bench.errors import UserError, hub_error, hub_offline
+from dpkd_bench.errors import UserError, hub_offline, load_error
 from dpkd_bench.recipe import ModelConfig
 
 
@@ -25,7 +25,9 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
             local_files_only=hub_offline(),
         )
     except (OSError, ValueError, KeyError) as err:
-        raise load_error("tokenizer", str(name_or_path), err) from None
+        raise load_error(
+            "tokenizer", str(name_or_path), err, "the tokenizer's path or name"
+        ) from None
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
             raise UserError(
@@ -36,15 +38,6 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
             )
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
-
-
-def load_error(what: str, name: str, err: Exception) -> UserError:
-    """A failed ``from_pretrained``: a Hub name (offline mode spelled out) or a local path."""
-    local = Path(name).expanduser().exists()
-    if not local and name.count("/") <= 1 and not name.startswith((".", "/", "~")):
-        return hub_error(what, name, err, "give a local directory instead")
-    detail = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-    return UserError(f"cannot load {what} '{name}': {detail}; check the path")
 
 
 def gpt2_config(cfg: ModelConfig, tokenizer) -> GPT2Config:
@@ -94,7 +87,7 @@ def load_pretrained(name_or_path: str | Path, cfg: ModelConfig | None = None):
                 "them to safetensors, or set allow_pickle: true in the model's recipe section "
                 "if you trust the file"
             ) from None
-        raise load_error("model", name, err) from None
+        raise load_error("model", name, err, "the model's path or name") from None
 
 
 def save_model(model, tokenizer, path: Path) -> None:

@@ -24,10 +24,9 @@ from dpkd_bench.data import synthetic
 from dpkd_bench.data.loaders import (
     EVAL_SOURCES,
     check_source,
-    looks_like_hub_name,
     unknown_eval_set,
 )
-from dpkd_bench.errors import RecipeError, UserError, hub_error, hub_offline
+from dpkd_bench.errors import RecipeError, UserError, hub_offline, load_error
 from dpkd_bench.recipe import ModelConfig, Recipe
 from dpkd_bench.results import check_method_name, is_safe_name
 
@@ -157,13 +156,6 @@ def check_weights_format(role: str, cfg: ModelConfig) -> None:
         )
 
 
-def _load_error(what: str, name: str, err: Exception, key: str) -> UserError:
-    if local_dir(name) is None and looks_like_hub_name(name):
-        return hub_error(what, name, err, f"set {key} to a local directory")
-    detail = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-    return UserError(f"cannot load {what} '{name}' ({detail}); check {key}")
-
-
 def load_model_config(role: str, cfg: ModelConfig):
     """The model's ``config.json`` (no weights), from a local directory or the Hub."""
     from transformers import AutoConfig
@@ -175,7 +167,7 @@ def load_model_config(role: str, cfg: ModelConfig):
             local_files_only=hub_offline(),
         )
     except (OSError, ValueError, KeyError) as err:
-        raise _load_error(
+        raise load_error(
             f"the {role} model's config", cfg.name_or_path, err, f"{role}.model.name_or_path"
         ) from None
 
