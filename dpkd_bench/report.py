@@ -829,6 +829,7 @@ img { max-width: 100%; }
 .sample { border-left: 3px solid #ccc; padding-left: 1em; margin: 1.5em 0; }
 .ci { color: #666; font-size: 0.85em; font-weight: normal; }
 .sig { color: #a00; }
+table.fidelity td:nth-child(n+3), table.baselines td:nth-child(n+2) { text-align: right; }
 """
 
 
@@ -1084,6 +1085,10 @@ def measured_text(board: pd.DataFrame, method: str, eval_set: str, metric: str) 
     return format_mean_std(row[f"{metric}_mean"], row[f"{metric}_std"], digits=1)
 
 
+def metric_label(metric: str) -> str:
+    return dict(SCORES).get(metric, metric)
+
+
 def published_text(value: object) -> str:
     return f"{float(value):.1f}" if isinstance(value, (int, float)) else "not reported"
 
@@ -1122,7 +1127,8 @@ def published_comparison(view: RunView, board: pd.DataFrame) -> Comparison | Non
     for label, eval_set in (data.get("columns") or {}).items():
         header += [f"{label} published", f"{eval_set} measured"]
     caption = (
-        f"{data.get('metric', 'rougeL')} as published ({baseline_source(data)}) beside this "
+        f"{metric_label(str(data.get('metric', 'rougeL')))} as published "
+        f"({baseline_source(data)}) beside this "
         "run's mean ± sample std over training seeds. "
         + " ".join(str(n) for n in (entry.get("notes") or data.get("notes") or []))
     ).strip()
