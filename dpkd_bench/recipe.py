@@ -187,6 +187,7 @@ class EvalConfig(DecodingConfig):
 
     decoding: str = "sample"  # "sample" or "greedy"
     gen_seeds: list[int] = field(default_factory=lambda: [10, 20, 30, 40, 50])
+    fidelity: bool = True  # teacher-fidelity figures (KL both ways, top-1 agreement, length)
 
     def __post_init__(self):
         super().__post_init__()

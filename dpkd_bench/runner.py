@@ -43,6 +43,7 @@ from dpkd_bench.checkpoint import (
 )
 from dpkd_bench.data.prepare import EvalSet, PreparedData, prepare_data
 from dpkd_bench.errors import DataError, RecipeError, UserError
+from dpkd_bench.fidelity import write_fidelity
 from dpkd_bench.generate import DecodeSettings, generate_ids, generate_texts
 from dpkd_bench.methods import get_method, parse_variant
 from dpkd_bench.methods.base import TEACHER_SAMPLES, Method, TrainContext
@@ -131,6 +132,7 @@ class Runner:
         self.cache = cache_dir or cache_root()
         self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
         self.stage_times: dict[str, float] = {}
+        self.teacher = None  # set by run(): the frozen teacher, for fidelity figures
         self.methods = {name: self._method(name) for name in recipe.methods}
 
     def _method(self, spec: str) -> Method:
@@ -211,6 +213,7 @@ class Runner:
         data = self._timed("data", prepare_data, self.recipe, self.cache)
         self._open_manifest(data, resumed)
         teacher = self._timed("teacher", self.get_teacher, data)
+        self.teacher = teacher
         student_init = self.saved_student_init()
         if student_init is None:
             student_init = self._timed("student_init", self.get_student_init, data, teacher)
@@ -504,7 +507,18 @@ class Runner:
         metrics = {"method": name, "seed": seed, "eval": scores}
         if train_info is not None:
             metrics["train"] = train_info
-        write_json(unit_dir / "metrics.json", metrics)
+        if self.recipe.eval.fidelity and name != "teacher" and self.teacher is not None:
+            write_fidelity(
+                unit_dir,
+                model,
+                self.teacher,
+                data.eval_sets,
+                data.tokenizer,
+                self.accelerator.device,
+                self.recipe.eval.batch_size,
+                self.run_dir.unit_dir("teacher", self.recipe.seeds[0]),
+            )
+        write_json(unit_dir / "metrics.json", metrics)  # last: its presence marks the unit done
         return metrics
 
     def evaluate_set(self, model, tokenizer, eval_set: EvalSet, unit_dir: Path, name: str) -> dict:
