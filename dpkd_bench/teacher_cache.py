@@ -11,23 +11,27 @@ the items and ``k``.
 The approximation (the exact mode -- no cache -- stays the default)
 --------------------------------------------------------------------
 p is known exactly on its top-k support S and only as a total p(rest) = 1 - sum_S p outside.
+The methods complete it by maximum entropy: p~(v) = p(v) on S and p~(v) = p(rest) / (V - k)
+for every other token (:func:`spread_teacher`), and run the unchanged ``dpkd_bench.losses``
+function on the student's full logits against p~. So every loss is exact on S; outside S the
+teacher is flat. The forward KL's tail term sum_{v not in S} p(v) log(p(v) / q(v)) becomes the
+same sum over p~, both weighted by p(rest) in all, so its error is small when p(rest) is. The
+reverse KL's error is sum_{v not in S} q(v) log(p(v) / p~(v)): weighted by the student's mass
+outside S, and large when the student puts mass on tokens the teacher rates far below the flat
+value (early in training, a weak student). dpkd_token's chosen token (the teacher's top-1) and
+rejected token (the student's argmax) stay exact; only log p(y_s) of a rejected token outside S
+is the flat value.
 
-* Divergences (forward KL, reverse KL, skew KL/RKL, TVD, generalised JSD) are computed on the
-  (k+1)-bucket distributions P = (p_1, ..., p_k, p_rest) and Q = (q_1, ..., q_k, q_rest), where
-  q_i is the student's probability of the teacher's i-th token and q_rest = 1 - sum_S q, i.e.
-  both distributions are coarsened to the same partition {S, V \\ S} and the unchanged
-  ``dpkd_bench.losses`` functions run on the bucket log-probabilities. By the data-processing
-  inequality every f-divergence (KL, RKL, skews, TVD, JSD) of the buckets is <= the exact one;
-  the gap is the divergence *inside* the rest bucket, small when S holds almost all of p and q.
-  The gradient moves the student's mass into / out of the rest bucket as a whole.
-* ``dpkd_token`` needs single tokens, not buckets (its rejected token is the student's argmax,
-  which may lie outside S): it gets a full teacher distribution with p exact on S and p(rest)
-  spread uniformly over the V - k other tokens; chosen y_t = the teacher's top-1 (exact) and
-  y_s = the student's argmax (exact); only log p(y_s) for y_s outside S is approximate.
-* Log-probabilities are stored in fp16 (about 3 significant digits); the teacher buckets are
-  renormalised by the losses' log-softmax.
-* A method with a temperature other than 1 cannot use the cache (tempering changes the
-  distribution inside the rest bucket).
+:func:`bucketed` is the other natural completion, kept for comparison: both distributions
+coarsened to the (k+1) buckets (p_1, ..., p_k, p(rest)) and (q_1, ..., q_k, q(rest)). By the
+data-processing inequality it never exceeds the exact divergence, but it drops the whole
+divergence inside the rest bucket, which for the reverse KL (a student with mass where the
+teacher has almost none) is large: on the default benchmark ``benchmarks/teacher_cache_error.py``
+measures it at about 14% for rkl against under 0.5% for the flat tail (figures in
+``benchmarks/README.md``).
+
+Log-probabilities are stored in fp16 (about 3 significant digits). A method with a temperature
+other than 1 cannot use the cache (tempering changes the tail's shape).
 
 Alignment: cached rows follow the collate convention -- row j of an item predicts its j-th
 response token, in the order of ``labels[:, 1:] != -100``.

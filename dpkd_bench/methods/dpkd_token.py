@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dpkd_bench import losses, teacher_cache
+from dpkd_bench import losses
 from dpkd_bench.methods.token_level import MixedConfig, TokenLevelMethod
 from dpkd_bench.recipe import require
 
@@ -58,8 +58,3 @@ class DPKDToken(TokenLevelMethod):
             dpop_lambda=c.dpop_lambda,
             simpo_gamma=c.simpo_gamma,
         )
-
-    def cached_divergence(self, student_logits, cached):
-        # Single tokens, not buckets: the rejected token (the student's argmax) may lie outside
-        # the teacher's top-k, so the teacher's rest mass is spread uniformly over the others.
-        return teacher_cache.spread(self.divergence, student_logits, cached)

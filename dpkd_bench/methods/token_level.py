@@ -75,8 +75,9 @@ class TokenLevelMethod(Method):
     def cached_divergence(
         self, student_logits: torch.Tensor, cached: teacher_cache.CachedRows
     ) -> torch.Tensor:
-        """Per-token divergence [N] against cached teacher rows, on (k+1) buckets. [N, V]"""
-        return teacher_cache.bucketed(self.divergence, student_logits, cached)
+        """Per-token divergence [N] against the cached teacher (top-k exact, rest spread
+        uniformly; see ``dpkd_bench.teacher_cache``). [N, V] -> [N]"""
+        return teacher_cache.spread(self.divergence, student_logits, cached)
 
     def use_teacher_cache(self, cache: teacher_cache.TeacherCache) -> None:
         """Read the teacher from ``cache`` for the micro-batches it holds."""
