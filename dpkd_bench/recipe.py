@@ -222,8 +222,17 @@ class Recipe:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     method_args: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The published setting this recipe replicates, "<baselines file>/<setting>" (e.g.
+    # "dpkd-2024/gpt2-1.5b-to-120m"): the report shows those numbers beside the measured ones.
+    replicates: str | None = None
 
     def __post_init__(self):
+        require(
+            self.replicates is None
+            or re.fullmatch(r"[A-Za-z0-9._-]+/[A-Za-z0-9._-]+", self.replicates) is not None,
+            "replicates",
+            f"must look like 'dpkd-2024/gpt2-1.5b-to-120m' (got {self.replicates!r})",
+        )
         require(len(self.methods) >= 1, "methods", "must name at least one method")
         require(len(self.seeds) >= 1, "seeds", "must list at least one seed")
         require(len(set(self.seeds)) == len(self.seeds), "seeds", f"has repeats: {self.seeds}")
@@ -318,8 +327,9 @@ def build(cls: type, data: Any, where: str = "") -> Any:
         return cls(**kwargs)
     except FieldError as err:
         value = kwargs.get(err.key, getattr(cls, err.key, None))
+        got = "" if "(got " in err.message else f"; got {value!r}"
         raise RecipeError(
-            f"recipe key '{prefix}{err.key}' {err.message}; got {value!r}; "
+            f"recipe key '{prefix}{err.key}' {err.message}{got}; "
             f"fix it in the recipe or override it with {prefix}{err.key}=VALUE"
         ) from None
 
