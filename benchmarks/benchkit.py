@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("TQDM_DISABLE", "1")  # progress bars would drown the figures
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 import platform  # noqa: E402
 import random  # noqa: E402
@@ -27,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-PAD_ID, EOS_ID = 0, 1
+PAD_ID, EOS_ID = 1, 0  # as the toolkit's BPE tokenizer (EOS 0, PAD 1)
 
 
 def cpu_model() -> str:
