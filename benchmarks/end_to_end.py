@@ -1,0 +1,133 @@
+"""Wall time of a whole run with and without the teacher-logit cache.
+
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/end_to_end.py                 # default
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/end_to_end.py --recipe synthetic-quick
+
+Runs the recipe twice through ``dpkd_bench.runner.Runner`` into temporary run directories:
+exact (every method as the recipe says), then with ``<method>.teacher_cache_k=<k>`` for every
+method that has the option, the cache built once (its build time counted) and attached by
+:func:`attach_teacher_caches` -- the code the runner would run. The teacher is trained or loaded
+into the cache directory (``$DPKD_BENCH_CACHE``) before either timed run, so neither pays for
+it. Prints ``end_to_end_s cache=<off|on> <s>``, ``end_to_end_ratio <off / on>`` and the
+per-stage times of both runs.
+"""
+
+from __future__ import annotations
+
+import benchkit  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch loads)
+
+# isort: split
+import argparse
+import json
+import tempfile
+import time
+from dataclasses import fields
+from pathlib import Path
+
+from benchkit import print_machine
+
+from dpkd_bench.data.prepare import prepare_data
+from dpkd_bench.methods import METHODS, parse_variant
+from dpkd_bench.recipe import load_recipe
+from dpkd_bench.runner import Runner, cache_root, unit_items
+from dpkd_bench.teacher_cache import DEFAULT_K, build_cache, items_hash
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--recipe", default="synthetic")
+    parser.add_argument("--k", type=int, default=DEFAULT_K)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("overrides", nargs="*", metavar="key=value")
+    return parser.parse_args()
+
+
+def cache_overrides(methods: list[str], k: int) -> list[str]:
+    """``<method>.teacher_cache_k=k`` for every listed method whose config has the option."""
+    bases = dict.fromkeys(parse_variant(m)[0] for m in methods)
+    return [
+        f"{base}.teacher_cache_k={k}"
+        for base in bases
+        if "teacher_cache_k" in {f.name for f in fields(METHODS[base].Config)}
+    ]
+
+
+def attach_teacher_caches(runner: Runner, data, teacher, samples, root: Path) -> None:
+    """Build the teacher's top-k cache once per item set and attach it to every method that
+    asks for one (``teacher_cache_k`` > 0); the largest k serves all."""
+    wanted = {
+        name: method
+        for name, method in runner.methods.items()
+        if getattr(method.config, "teacher_cache_k", 0) > 0
+    }
+    if not wanted:
+        return
+    k = max(method.config.teacher_cache_k for method in wanted.values())
+    teacher = teacher.to(runner.accelerator.device)
+    caches = {}
+    for method in wanted.values():
+        items = unit_items(method, data.train_items, samples)
+        key = items_hash(items)
+        if key not in caches:
+            caches[key] = build_cache(
+                teacher,
+                items,
+                k,
+                root,
+                runner.recipe.sampling.batch_size,
+                teacher_id=runner.teacher_identity(data),
+                pad_id=data.tokenizer.pad_token_id,
+            )
+        method.use_teacher_cache(caches[key])
+
+
+class CachedRunner(Runner):
+    """The runner with :func:`attach_teacher_caches` before its first unit."""
+
+    def __init__(self, *args, topk_root: Path, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.topk_root = topk_root
+        self.attached = False
+
+    def run_unit(self, name, method, seed, data, teacher, student_init, samples) -> bool:
+        if not self.attached:
+            self._timed(
+                "teacher_cache", attach_teacher_caches, self, data, teacher, samples, self.topk_root
+            )
+            self.attached = True
+        return super().run_unit(name, method, seed, data, teacher, student_init, samples)
+
+
+def timed_run(runner: Runner) -> tuple[float, dict]:
+    start = time.perf_counter()
+    status = runner.run()
+    wall = time.perf_counter() - start
+    if status != 0:
+        raise SystemExit(f"the run in {runner.run_dir.root} failed (exit status {status})")
+    manifest = json.loads((runner.run_dir.root / "manifest.json").read_text(encoding="utf-8"))
+    return wall, manifest.get("stage_times", {})
+
+
+def main() -> None:
+    args = parse_args()
+    print_machine(args.threads)
+    exact = load_recipe(args.recipe, args.overrides)
+    extra = cache_overrides(exact.methods, args.k)
+    cached = load_recipe(args.recipe, [*args.overrides, *extra])
+    print(f"setup recipe={exact.name} methods={','.join(exact.methods)} cache: {' '.join(extra)}")
+    data = prepare_data(exact, cache_root())
+    with tempfile.TemporaryDirectory() as tmp:
+        Runner(exact, Path(tmp) / "prime").get_teacher(data)  # trained/loaded once, untimed
+        off, off_stages = timed_run(Runner(exact, Path(tmp) / "off"))
+        runner = CachedRunner(cached, Path(tmp) / "on", topk_root=Path(tmp) / "topk")
+        on, on_stages = timed_run(runner)
+    for label, stages in (("off", off_stages), ("on", on_stages)):
+        for stage, seconds in stages.items():
+            print(f"stage_s cache={label} {stage} {seconds}")
+    print(f"end_to_end_s cache=off {off:.1f}")
+    print(f"end_to_end_s cache=on {on:.1f}")
+    print(f"end_to_end_ratio {off / on:.3f}")
+
+
+if __name__ == "__main__":
+    main()
