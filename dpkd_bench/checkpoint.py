@@ -7,7 +7,13 @@ to continue exactly where it stopped::
     state.pt            optimiser, LR schedule, RNG states (torch CPU and CUDA, python ``random``,
                         numpy, the on-policy sampling generator), data position, method state
                         and the loop's counters; read back with ``torch.load(weights_only=True)``
-    meta.json           {"format": 1, "step": k}
+    meta.json           {"format": 1, "step": k} (and "processes": N when N > 1)
+    rank-<k>.pt         several processes only: process k's (k >= 1) own RNG states and method
+                        state (its on-policy generator, its replay buffer); state.pt holds
+                        process 0's. Weights, optimiser, schedule and data position are the
+                        same on every process and are saved once, by the main process.
+
+A checkpoint is resumed by the same number of processes that wrote it (else a ``DataError``).
 
 Every directory here (checkpoints, ``student/``, ``student_init/``, cached teachers) is
 published atomically: written under a temporary name in the same parent, then renamed into
@@ -134,8 +140,30 @@ class Trainables:
     generator: torch.Generator
 
 
-def save_checkpoint(path: Path, parts: Trainables, progress: dict[str, Any]) -> None:
-    """Write the checkpoint of ``parts`` at ``progress["step"]``, replacing the previous one."""
+def rank_state(parts: Trainables) -> dict[str, Any]:
+    """What differs between processes: the RNG states and the method's own state."""
+    return {"rng": rng_states(parts.generator), "method": parts.method.state_dict()}
+
+
+def _rank_file(rank: int) -> str:
+    return f"rank-{rank}.pt"
+
+
+def save_checkpoint(
+    path: Path,
+    parts: Trainables,
+    progress: dict[str, Any],
+    other_ranks: list[dict[str, Any]] | None = None,
+) -> None:
+    """Write the checkpoint of ``parts`` at ``progress["step"]``, replacing the previous one.
+
+    ``other_ranks``: with several processes, the :func:`rank_state` of processes 1..N-1, in
+    order (this one, the main process, is process 0).
+    """
+    others = other_ranks or []
+    meta = {"format": FORMAT, "step": progress["step"]}
+    if others:
+        meta["processes"] = len(others) + 1
     state = {
         "progress": progress,
         "optimizer": parts.optimizer.state_dict(),
@@ -148,7 +176,9 @@ def save_checkpoint(path: Path, parts: Trainables, progress: dict[str, Any]) -> 
     def write(tmp: Path) -> None:
         save_model(parts.model, str(tmp / WEIGHTS))
         torch.save(state, tmp / STATE)
-        write_json(tmp / META, {"format": FORMAT, "step": progress["step"]})
+        for rank, other in enumerate(others, start=1):
+            torch.save(other, tmp / _rank_file(rank))
+        write_json(tmp / META, meta)
 
     publish_dir(path, write)
 
@@ -159,8 +189,14 @@ def checkpoint_step(path: Path) -> int | None:
     return None if found is None else int(read_json(found / META)["step"])
 
 
-def load_checkpoint(path: Path, parts: Trainables) -> dict[str, Any] | None:
-    """Restore ``parts`` from the checkpoint at ``path``; return its progress (None: none)."""
+def load_checkpoint(
+    path: Path, parts: Trainables, rank: int = 0, processes: int = 1
+) -> dict[str, Any] | None:
+    """Restore ``parts`` from the checkpoint at ``path``; return its progress (None: none).
+
+    ``rank`` of ``processes``: which process this is; process k >= 1 takes its RNG and method
+    state from its own ``rank-<k>.pt``.
+    """
     found = readable_dir(path, META)
     if found is None:
         return None
@@ -170,14 +206,25 @@ def load_checkpoint(path: Path, parts: Trainables) -> dict[str, Any] | None:
             f"checkpoint {found} has format {meta.get('format')}, this version reads {FORMAT}; "
             f"delete {found} to restart that unit from its beginning"
         )
+    written_by = int(meta.get("processes", 1))
+    if written_by != processes:
+        raise DataError(
+            f"checkpoint {found} was written by {written_by} process(es), this run has "
+            f"{processes}; resume with {written_by}, or delete {found} to restart that unit"
+        )
     device = next(parts.model.parameters()).device
     load_model(parts.model, found / WEIGHTS, device=str(device))
     state = torch.load(found / STATE, map_location="cpu", weights_only=True)
     parts.optimizer.load_state_dict(state["optimizer"])
     parts.scheduler.load_state_dict(state["scheduler"])
     parts.stream.load_state_dict(state["stream"])
-    parts.method.load_state_dict(state["method"])
-    set_rng_states(state["rng"], parts.generator)
+    own = (
+        state
+        if rank == 0
+        else torch.load(found / _rank_file(rank), map_location="cpu", weights_only=True)
+    )
+    parts.method.load_state_dict(own["method"])
+    set_rng_states(own["rng"], parts.generator)
     return state["progress"]
 
 

@@ -190,3 +190,15 @@ def generate_texts(
         **kwargs,
     )
     return [tokenizer.decode(r, skip_special_tokens=True).strip() for r in ids]
+
+
+# ---- several processes: each decodes its share of the prompts --------------------------------
+def shard_slice(n: int, index: int, count: int) -> slice:
+    """Contiguous share ``index`` of ``count`` of ``n`` items (sizes differ by at most one);
+    the shares, concatenated in index order, are the items in order."""
+    return slice(index * n // count, (index + 1) * n // count)
+
+
+def shard_seed(seed: int, index: int) -> int:
+    """The decoding seed of share ``index``: ``seed`` itself for the first share."""
+    return seed + 1_000_003 * index

@@ -11,6 +11,18 @@ continue from their checkpoint, ``student_init`` is loaded from the run director
 reference evaluations are skipped when their metrics.json exist. A failing unit is marked
 failed in the manifest with its error and the others go on; the run then ends with one
 ``error:`` line on stderr naming the failed units, and ``run`` returns 1.
+
+Several processes (``accelerate launch`` or ``torchrun``): every stage runs on every process and
+the run directory is one set of results. Training (teacher, ``student_init`` and the units)
+shards each global batch over the processes (:mod:`dpkd_bench.train`); teacher samples and the
+evaluation generations shard the prompts, each process with its own seed derived from the
+recipe's, and gather them in prompt order. The main process alone writes files (models, logs,
+generations, metrics, fidelity, manifest, report); the others wait for it where they read them.
+Each process's on-policy sampling generator is seeded with ``seed + process_index``, so
+on-policy methods (and any sampling: teacher samples, evaluation) are not bit-identical to a
+single-process run; teacher-forced methods train to the same weights up to the order of float
+additions. Teacher samples drawn by N > 1 processes are cached under their own name; those of a
+single process (or shipped with the package) are used by runs of any process count.
 """
 
 from __future__ import annotations
@@ -25,11 +37,12 @@ import time
 import traceback
 from dataclasses import asdict
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import broadcast_object_list, gather_object, set_seed
 
 from dpkd_bench import __version__
 from dpkd_bench.checkpoint import (
@@ -44,7 +57,13 @@ from dpkd_bench.checkpoint import (
 from dpkd_bench.data.prepare import EvalSet, PreparedData, prepare_data
 from dpkd_bench.errors import DataError, RecipeError, UserError
 from dpkd_bench.fidelity import write_fidelity
-from dpkd_bench.generate import DecodeSettings, generate_ids, generate_texts
+from dpkd_bench.generate import (
+    DecodeSettings,
+    generate_ids,
+    generate_texts,
+    shard_seed,
+    shard_slice,
+)
 from dpkd_bench.methods import get_method, parse_variant
 from dpkd_bench.methods.base import TEACHER_SAMPLES, Method, TrainContext
 from dpkd_bench.metrics import mean_over_generations, score_examples
@@ -61,7 +80,7 @@ from dpkd_bench.results import (
     write_json,
     write_jsonl,
 )
-from dpkd_bench.train import BatchStream, train
+from dpkd_bench.train import BatchStream, check_shardable, train
 
 TEACHER_FORMAT = 1  # bump when teacher training changes in a way that invalidates caches
 
@@ -112,6 +131,9 @@ def now_iso() -> str:
 
 
 def log(message: str) -> None:
+    """One progress line on stderr (from the main process only, when there are several)."""
+    if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+        return
     print(f"[dpkd-bench] {message}", file=sys.stderr, flush=True)
 
 
@@ -126,11 +148,15 @@ class Runner:
     def __init__(
         self, recipe: Recipe, out: Path, cache_dir: Path | None = None, resume: bool = False
     ):
+        self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
+        self.main = self.accelerator.is_main_process
+        self.processes = self.accelerator.num_processes
+        for cfg in (recipe.train, recipe.student.init_train):
+            check_shardable(cfg.batch_size, self.processes)
         self.recipe = recipe
-        self.run_dir = RunDir(out)
+        self.run_dir = RunDir(self._from_main(Path(out)))  # a default --out names a time
         self.resume = resume
         self.cache = cache_dir or cache_root()
-        self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
         self.stage_times: dict[str, float] = {}
         self.teacher = None  # set by run(): the frozen teacher, for fidelity figures
         self.methods = {name: self._method(name) for name in recipe.methods}
@@ -140,6 +166,29 @@ class Runner:
         check_method_name(spec)
         base, _ = parse_variant(spec)
         return get_method(spec, **self.recipe.method_args.get(base, {}))
+
+    # ---- several processes -------------------------------------------------------------
+    def _from_main(self, value):
+        """The main process's ``value``, on every process (a decision they must share)."""
+        if self.processes == 1:
+            return value
+        return broadcast_object_list([value])[0]
+
+    def _on_main(self, fn, *args) -> None:
+        """``fn(*args)`` on the main process (a file write); the others wait for it."""
+        if self.main:
+            fn(*args)
+        self.accelerator.wait_for_everyone()
+
+    def _sharded(self, generate, prompts, seed: int, progress: str, **kwargs) -> list:
+        """``generate(prompts, seed=..., ...)`` with the prompts shared out over the processes
+        (each with its own seed), gathered back in prompt order."""
+        if self.processes == 1:
+            return generate(prompts, seed=seed, progress=progress, **kwargs)
+        rank = self.accelerator.process_index
+        part = list(prompts[shard_slice(len(prompts), rank, self.processes)])
+        shown = progress if self.main else None
+        return gather_object(generate(part, seed=shard_seed(seed, rank), progress=shown, **kwargs))
 
     # ---- manifest ----------------------------------------------------------------------
     def _manifest_to_resume(self) -> dict | None:
@@ -194,7 +243,7 @@ class Runner:
 
     def _record_stage(self, stage: str, seconds: float) -> None:
         self.stage_times[stage] = round(seconds, 2)
-        if self.run_dir.is_run():
+        if self.main and self.run_dir.is_run():
             manifest = self.run_dir.load_manifest()
             manifest["stage_times"] = self.stage_times
             self.run_dir.save_manifest(manifest)
@@ -209,9 +258,13 @@ class Runner:
     # ---- stages ------------------------------------------------------------------------
     def run(self) -> int:
         start = time.time()
+        self.accelerator.wait_for_everyone()  # every process checked --out before any writes
         resumed = self._manifest_to_resume()
-        data = self._timed("data", prepare_data, self.recipe, self.cache)
-        self._open_manifest(data, resumed)
+        with self.accelerator.main_process_first():  # the main process fills the data cache
+            data = self._timed("data", prepare_data, self.recipe, self.cache)
+        if resumed is not None:  # on every process: none may go on alone
+            check_same_data(resumed, data.hashes, self.run_dir.root)
+        self._on_main(self._open_manifest, data, resumed)
         teacher = self._timed("teacher", self.get_teacher, data)
         self.teacher = teacher
         student_init = self.saved_student_init()
@@ -229,9 +282,11 @@ class Runner:
             for name, method in self.methods.items():
                 if not self.run_unit(name, method, seed, data, teacher, student_init, samples):
                     failed.append(unit_key(name, seed))
-        report_error = self._finish(time.time() - start)
+        report_error = self._finish(time.time() - start) if self.main else None
+        self.accelerator.wait_for_everyone()
         if failed or report_error:
-            print(self.failure_summary(failed, report_error), file=sys.stderr, flush=True)
+            if self.main:
+                print(self.failure_summary(failed, report_error), file=sys.stderr, flush=True)
             return 1
         return 0
 
@@ -295,7 +350,10 @@ class Runner:
             teacher=teacher,
             tokenizer=tokenizer,
             sampling=decode_settings(self.recipe.sampling),
-            generator=torch.Generator(device=device).manual_seed(seed),
+            # each process samples on its own stream (see the module docstring)
+            generator=torch.Generator(device=device).manual_seed(
+                seed + self.accelerator.process_index
+            ),
             device=device,
             dev_items=dev_items,
             total_steps=cfg.steps,
@@ -320,7 +378,7 @@ class Runner:
         if shipped is not None:
             log(f"teacher: shipped with the package ({shipped}), key {key}")
             model = load_pretrained(shipped, cfg.model).float()
-            publish_model(model, data.tokenizer, path)
+            self._on_main(publish_model, model, data.tokenizer, path)
             return freeze(model)
         log(f"teacher: training {cfg.model.n_layer}x{cfg.model.n_embd} for {cfg.train.steps} steps")
         model = build_model(cfg.model, data.tokenizer, seed=data_seed(self.recipe))
@@ -334,12 +392,14 @@ class Runner:
             data.tokenizer,
             desc="teacher sft",
         )
-        publish_model(model, data.tokenizer, path)
+        self._on_main(publish_model, model, data.tokenizer, path)
         return freeze(model)
 
     def saved_student_init(self):
         """With ``resume``, the run's own ``student_init`` when it was saved; else None."""
-        saved = readable_dir(self.run_dir.root / "student_init", "model.safetensors")
+        saved = self._from_main(
+            readable_dir(self.run_dir.root / "student_init", "model.safetensors")
+        )
         if not self.resume or saved is None:
             return None
         log(f"student_init: reusing {saved}")
@@ -348,7 +408,7 @@ class Runner:
     def get_student_init(self, data: PreparedData, teacher):
         cfg = self.recipe.student
         path = self.run_dir.root / "student_init"
-        remove_unfinished(self.run_dir.root)
+        self._on_main(remove_unfinished, self.run_dir.root)
         model = build_model(cfg.model, data.tokenizer, seed=data_seed(self.recipe) + 1)
         if cfg.init_train.steps:
             self._train(
@@ -361,34 +421,39 @@ class Runner:
                 data.tokenizer,
                 desc="student_init sft",
             )
-        publish_model(model, data.tokenizer, path)
+        self._on_main(publish_model, model, data.tokenizer, path)
         return model
 
     def teacher_samples(self, data: PreparedData, teacher) -> list[tuple[int, ...]]:
-        """Teacher responses for every training prompt, sampled once and cached on disk."""
+        """Teacher responses for every training prompt, sampled once and cached on disk.
+
+        Samples of one process (cached, or shipped) serve every run; N > 1 processes that find
+        none sample their own, cached under a name of their own (``...-<N>proc.jsonl``).
+        """
         cfg: SamplingConfig = self.recipe.sampling
         path = self.cache / self.teacher_samples_name(data)
         shipped = SHIPPED_TEACHER / path.name
         if not path.is_file() and shipped.is_file():
             log(f"teacher samples: shipped with the package ({shipped})")
-            atomic_write_bytes(path, shipped.read_bytes())
-        if path.is_file():
+            self._on_main(atomic_write_bytes, path, shipped.read_bytes())
+        if self.processes > 1 and not path.is_file():
+            path = path.with_name(f"{path.stem}-{self.processes}proc.jsonl")
+        if self._from_main(path.is_file()):
             log(f"teacher samples: cached at {path}")
             with open(path, encoding="utf-8") as handle:
                 return [tuple(json.loads(line)) for line in handle]
-        prompts = [item["prompts"] for item in data.train_items]
-        ids = generate_ids(
-            teacher.to(self.accelerator.device),
-            prompts,
-            decode_settings(cfg),
+        ids = self._sharded(
+            partial(generate_ids, teacher.to(self.accelerator.device)),
+            [item["prompts"] for item in data.train_items],
+            cfg.seed,
+            "teacher samples",
+            settings=decode_settings(cfg),
             eos_id=data.tokenizer.eos_token_id,
             pad_id=data.tokenizer.pad_token_id,
-            seed=cfg.seed,
             batch_size=cfg.batch_size,
             keep_eos=True,
-            progress="teacher samples",
         )
-        write_jsonl(path, ids)
+        self._on_main(write_jsonl, path, ids)
         return [tuple(r) for r in ids]
 
     def teacher_samples_name(self, data: PreparedData) -> str:
@@ -403,10 +468,10 @@ class Runner:
     # ---- units -------------------------------------------------------------------------
     def run_unit(self, name, method, seed, data, teacher, student_init, samples) -> bool:
         """Train and evaluate one (method, seed); False when it failed (recorded, not raised)."""
-        if self.resume and self.unit_done(name, seed):
+        if self.resume and self._from_main(self.unit_done(name, seed)):
             log(f"{name} seed {seed}: done already")
             return True
-        self.run_dir.update_unit(name, seed, state="running", error=None)
+        self._on_main(self.record_unit, name, seed, {"state": "running", "error": None})
         unit_dir, start = self.run_dir.unit_dir(name, seed), time.time()
         try:
             model, train_info = self.train_unit(
@@ -414,28 +479,27 @@ class Runner:
             )
             self.evaluate(model, data, unit_dir, name, seed, train_info)
         except Exception as err:  # one failing unit must not lose the others
-            self.run_dir.update_unit(
-                name,
-                seed,
-                state="failed",
-                error=f"{type(err).__name__}: {err}",
-                wall_s=round(time.time() - start, 2),
-            )
+            failure = {
+                "state": "failed",
+                "error": f"{type(err).__name__}: {err}",
+                "wall_s": round(time.time() - start, 2),
+            }
+            if self.main:  # no barrier: a process failing alone must not wait for the others
+                self.record_unit(name, seed, failure)
             log(f"{name} seed {seed}: FAILED ({type(err).__name__}: {err})")
             return False
         wall = time.time() - start
-        self.run_dir.update_unit(
-            name,
-            seed,
-            state="done",
-            error=None,
-            wall_s=round(wall, 2),
-            skipped_steps=train_info["skipped_steps"],
-        )
-        remove_dir(unit_dir / CHECKPOINT)
+        done = {"state": "done", "error": None, "wall_s": round(wall, 2)}
+        done["skipped_steps"] = train_info["skipped_steps"]
+        self._on_main(self.record_unit, name, seed, done)
+        self._on_main(remove_dir, unit_dir / CHECKPOINT)
         self.stage_times[f"unit:{name}/seed-{seed}"] = round(wall, 2)
         log(f"{name} seed {seed}: {wall:.1f}s")
         return True
+
+    def record_unit(self, name: str, seed: int, fields: dict) -> None:
+        """Set a unit's fields in the manifest."""
+        self.run_dir.update_unit(name, seed, **fields)
 
     def unit_done(self, name: str, seed: int) -> bool:
         """Whether the manifest says done and the unit's metrics.json exists."""
@@ -446,8 +510,9 @@ class Runner:
     def train_unit(self, name, method, seed, data, teacher, student_init, samples):
         """Train one unit (from its checkpoint when resuming), save its student; (model, info)."""
         unit_dir = self.run_dir.unit_dir(name, seed)
-        checkpoint = self._prepare_unit_dir(unit_dir, f"{name} seed {seed}")
-        atomic_write_text(unit_dir / "config.yaml", dump_yaml(method.describe()))
+        checkpoint = unit_dir / CHECKPOINT
+        self._on_main(self._prepare_unit_dir, unit_dir, f"{name} seed {seed}")
+        self._on_main(atomic_write_text, unit_dir / "config.yaml", dump_yaml(method.describe()))
         model = copy.deepcopy(student_init)
         result = self._train(
             method,
@@ -462,7 +527,7 @@ class Runner:
             dev_items=data.dev_items,
             checkpoint_dir=checkpoint,
         )
-        publish_model(model, data.tokenizer, unit_dir / "student")
+        self._on_main(publish_model, model, data.tokenizer, unit_dir / "student")
         return model, {
             "steps": result.steps,
             "wall_s": round(result.wall_s, 2),
@@ -487,7 +552,7 @@ class Runner:
     def reference_done(self, name: str) -> bool:
         """With ``resume``, whether the reference row ``name`` has its metrics.json."""
         metrics = self.run_dir.unit_dir(name, self.recipe.seeds[0]) / METRICS
-        if self.resume and metrics.is_file():
+        if self.resume and self._from_main(metrics.is_file()):
             log(f"{name}: evaluated already")
             return True
         return False
@@ -495,7 +560,7 @@ class Runner:
     def evaluate_reference(self, name: str, model, data: PreparedData) -> None:
         seed = self.recipe.seeds[0]
         self.evaluate(model, data, self.run_dir.unit_dir(name, seed), name, seed, None)
-        self.run_dir.update_unit(name, seed, state="done", error=None)
+        self._on_main(self.record_unit, name, seed, {"state": "done", "error": None})
 
     def evaluate(
         self, model, data: PreparedData, unit_dir: Path, name: str, seed: int, train_info
@@ -507,6 +572,13 @@ class Runner:
         metrics = {"method": name, "seed": seed, "eval": scores}
         if train_info is not None:
             metrics["train"] = train_info
+        if self.main:
+            self._write_evaluation(model, data, unit_dir, name, metrics)
+        self.accelerator.wait_for_everyone()
+        return metrics
+
+    def _write_evaluation(self, model, data: PreparedData, unit_dir: Path, name, metrics) -> None:
+        """Fidelity figures (when on) and metrics.json, last: it marks the unit done."""
         if self.recipe.eval.fidelity and name != "teacher" and self.teacher is not None:
             write_fidelity(
                 unit_dir,
@@ -518,8 +590,7 @@ class Runner:
                 self.recipe.eval.batch_size,
                 self.run_dir.unit_dir("teacher", self.recipe.seeds[0]),
             )
-        write_json(unit_dir / "metrics.json", metrics)  # last: its presence marks the unit done
-        return metrics
+        write_json(unit_dir / "metrics.json", metrics)
 
     def evaluate_set(self, model, tokenizer, eval_set: EvalSet, unit_dir: Path, name: str) -> dict:
         cfg = self.recipe.eval
@@ -527,17 +598,20 @@ class Runner:
         references = [list(e.references) for e in eval_set.examples]
         predictions, per_seed = [], []
         for gen_seed in seeds:
-            texts = generate_texts(
-                model.to(self.accelerator.device),
-                tokenizer,
+            texts = self._sharded(
+                partial(generate_texts, model.to(self.accelerator.device), tokenizer),
                 eval_set.prompt_ids,
-                decode_settings(cfg),
-                seed=gen_seed,
+                gen_seed,
+                f"eval {name} {eval_set.name} seed {gen_seed}",
+                settings=decode_settings(cfg),
                 batch_size=cfg.batch_size,
-                progress=f"eval {name} {eval_set.name} seed {gen_seed}",
             )
+            if not self.main:  # the main process scores and writes
+                continue
             predictions.append(texts)
             per_seed.append(score_examples(texts, references))
+        if not self.main:
+            return {}
         per_example = mean_over_generations(per_seed)
         records = [
             {

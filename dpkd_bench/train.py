@@ -9,23 +9,42 @@ micro-batch. AdamW, cosine schedule with linear warm-up, gradient clipping.
 Resume: given a checkpoint directory, ``train`` continues from the checkpoint found there and
 writes a new one every ``checkpoint_every`` steps and after the last step
 (``dpkd_bench.checkpoint``); a resumed unit ends with the same weights as an uninterrupted one.
+
+Several processes (``accelerate launch`` or ``torchrun``; the model is wrapped in DDP by
+``accelerator.prepare``): every process draws the same global micro-batch of ``batch_size`` from
+its :class:`BatchStream` (same seed) and keeps its own contiguous slice of ``batch_size / N``
+items. The unit counts are summed over processes before the loss is formed, and each process's
+loss is multiplied by N to undo DDP's gradient averaging, so the gradient is that of the whole
+global batch on one process (equal up to the order of float additions). Gradients are
+synchronised once per optimiser step (``no_sync`` on every micro-batch but the last). Logged
+values are summed over processes every step, so the log and the non-finite guard see the
+global loss on every process; only the main process writes the log and checkpoints.
+
+Lean options: ``mixed_precision`` ("bf16" or "fp16") runs the micro-batches' forward passes
+(student and teacher) under ``torch.autocast`` of the device, with a gradient scaler for fp16;
+``gradient_checkpointing`` turns on the student's activation checkpointing (non-reentrant, so it
+works under DDP) for the unit and off again afterwards. Inside a step there is no host sync
+beyond the methods' own unit counts (and, with several processes, their sum); the loss is read
+on the host only at the logging interval.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
-from dpkd_bench.checkpoint import Trainables, load_checkpoint, save_checkpoint
-from dpkd_bench.errors import DataError
+from dpkd_bench.checkpoint import Trainables, load_checkpoint, rank_state, save_checkpoint
+from dpkd_bench.errors import DataError, RecipeError
 from dpkd_bench.methods.base import Method, TrainContext
 from dpkd_bench.recipe import TrainConfig
 from dpkd_bench.results import append_jsonl
@@ -147,20 +166,40 @@ def _step_loss(terms, weights, units, totals):
     return loss
 
 
-def accumulate(method: Method, model, micro: list[dict], ctx: TrainContext, backward):
+def local_totals(micro: list[dict]) -> Counter:
+    """Each unit's count over the step's micro-batches (of this process)."""
+    return sum((Counter(m["counts"]) for m in micro), Counter())
+
+
+def accumulate(
+    method: Method,
+    model,
+    micro: list[dict],
+    ctx: TrainContext,
+    backward,
+    totals: Counter | None = None,
+    no_sync: Callable[[], contextlib.AbstractContextManager] | None = None,
+    autocast: Callable[[], contextlib.AbstractContextManager] | None = None,
+):
     """Back-propagate one optimiser step's micro-batches; return the logged term values.
 
-    Each term is divided by its unit's count over *all* micro-batches of the step, so the
-    gradient equals that of one big batch. Returns None when no weighted term has any unit.
+    Each term is divided by its unit's count over *all* micro-batches of the step (``totals``;
+    by default this process's, with several processes the global ones), so the gradient equals
+    that of one big batch. ``no_sync`` (DDP's) wraps every micro-batch but the last; ``autocast``
+    the forward passes. Returns None when no weighted term has any unit.
     """
     weights, units = method.weights(), method.units
-    totals = sum((Counter(m["counts"]) for m in micro), Counter())
+    totals = local_totals(micro) if totals is None else totals
     if all(totals[units[t]] == 0 for t, w in weights.items() if w):
         return None
     logged: dict[str, torch.Tensor] = {}
-    for prepared in micro:
-        terms = method.loss_terms(model, prepared, ctx)
-        backward(_step_loss(terms, weights, units, totals))
+    for index, prepared in enumerate(micro):
+        last = index == len(micro) - 1
+        with contextlib.nullcontext() if last or no_sync is None else no_sync():
+            with autocast() if autocast is not None else contextlib.nullcontext():
+                terms = method.loss_terms(model, prepared, ctx)
+                loss = _step_loss(terms, weights, units, totals)
+            backward(loss)
         for term, value in terms.items():
             part = value.detach() / max(totals[units[term]], 1)
             logged[term] = logged.get(term, 0) + part
@@ -199,8 +238,13 @@ def _log_record(step, lr, logged, weights, throughput, elapsed_s) -> dict:
     }
 
 
-def _restore(checkpoint_dir: Path | None, parts: Trainables, cfg: TrainConfig) -> Progress:
-    found = load_checkpoint(checkpoint_dir, parts) if checkpoint_dir is not None else None
+def _restore(
+    checkpoint_dir: Path | None, parts: Trainables, cfg: TrainConfig, accelerator: Accelerator
+) -> Progress:
+    found = None
+    if checkpoint_dir is not None:
+        rank, processes = accelerator.process_index, accelerator.num_processes
+        found = load_checkpoint(checkpoint_dir, parts, rank=rank, processes=processes)
     progress = Progress(**found) if found is not None else Progress()
     if progress.step > cfg.steps:
         raise DataError(
@@ -210,8 +254,117 @@ def _restore(checkpoint_dir: Path | None, parts: Trainables, cfg: TrainConfig) -
     return progress
 
 
+def _save(checkpoint_dir: Path, parts: Trainables, progress: Progress, accelerator) -> None:
+    """Checkpoint from the main process, with every other process's own RNG and method state."""
+    others = None
+    if accelerator.num_processes > 1:
+        others = gather_object([rank_state(parts)])[1:]
+    if accelerator.is_main_process:
+        save_checkpoint(checkpoint_dir, parts, asdict(progress), others)
+    accelerator.wait_for_everyone()
+
+
 def _due(step: int, every: int, last: int) -> bool:
     return every > 0 and (step % every == 0 or step == last)
+
+
+# ---- several processes ---------------------------------------------------------------------
+def check_shardable(batch_size: int, processes: int) -> None:
+    """A user error unless a global micro-batch splits evenly over the processes."""
+    if batch_size % processes:
+        raise RecipeError(
+            f"batch_size {batch_size} does not split over {processes} processes: every process "
+            f"takes an equal part of each micro-batch; set the train batch_size (teacher.train, "
+            f"student.init_train and train) to a multiple of {processes}, or launch "
+            f"{processes} // k processes that divide it"
+        )
+
+
+def shard_batch(batch: dict[str, list], index: int, count: int) -> dict[str, list]:
+    """Part ``index`` of ``count`` equal contiguous parts of every list of ``batch``."""
+    size = len(next(iter(batch.values()))) // count
+    return {key: values[index * size : (index + 1) * size] for key, values in batch.items()}
+
+
+def count_keys(method: Method) -> list[str]:
+    """The unit counts a step needs: those of the method's terms, and tokens (throughput)."""
+    return sorted(set(method.units.values()) | {"tokens"})
+
+
+def global_totals(totals: Counter, keys: list[str], accelerator) -> Counter:
+    """``totals`` summed over every process (one host sync; the counts are host numbers)."""
+    if accelerator.num_processes == 1:
+        return totals
+    local = torch.tensor([totals[k] for k in keys], dtype=torch.long, device=accelerator.device)
+    return Counter(dict(zip(keys, accelerator.reduce(local, "sum").tolist(), strict=True)))
+
+
+def global_logged(logged: dict[str, torch.Tensor], accelerator) -> dict[str, torch.Tensor]:
+    """Each logged term summed over processes (on the device: no host sync)."""
+    if accelerator.num_processes == 1:
+        return logged
+    names = sorted(logged)
+    device = accelerator.device
+    stacked = torch.stack([torch.as_tensor(logged[n]).to(device, torch.float32) for n in names])
+    return dict(zip(names, accelerator.reduce(stacked, "sum").unbind(), strict=True))
+
+
+# ---- the optimiser step ----------------------------------------------------------------------
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class Optimisation:
+    """Backward (scaled for DDP's mean and for fp16) and the optimiser step of one unit."""
+
+    def __init__(self, model, optimizer, scheduler, cfg: TrainConfig, accelerator: Accelerator):
+        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.cfg, self.accelerator = cfg, accelerator
+        device_type = accelerator.device.type
+        fp16 = cfg.mixed_precision == "fp16"
+        self.scaler = torch.amp.GradScaler(device_type) if fp16 else None
+        self.dtype = AUTOCAST_DTYPES.get(cfg.mixed_precision)
+        self.device_type = device_type
+
+    def autocast(self):
+        """The forward passes' precision: ``torch.autocast`` when mixed precision is on."""
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=self.dtype)
+
+    def no_sync(self):
+        """Several processes: hold DDP's gradient all-reduce until the last micro-batch."""
+        return self.accelerator.no_sync(self.model)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        # DDP averages the gradients over processes; each loss is already a share of the
+        # global normalised sum, so the mean is turned back into that sum.
+        loss = loss * self.accelerator.num_processes
+        self.accelerator.backward(self.scaler.scale(loss) if self.scaler else loss)
+
+    def step(self) -> None:
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+
+@contextlib.contextmanager
+def checkpointed_activations(model, enabled: bool):
+    """Activation (gradient) checkpointing on ``model`` for the block, when ``enabled``."""
+    if not enabled:
+        yield
+        return
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    try:
+        yield
+    finally:
+        model.gradient_checkpointing_disable()
 
 
 def train(
@@ -230,7 +383,9 @@ def train(
     With ``checkpoint_dir``, training starts from the checkpoint there if any (weights,
     optimiser, schedule, RNG states, data position, method state, counters) and writes one every
     ``cfg.checkpoint_every`` steps and after the last step; the caller deletes it when the unit
-    is done. One process: with several, each would need its own RNG states and data shard.
+    is done. With several processes, ``stream.batch_size`` is the global micro-batch (a multiple
+    of the process count), the main process alone writes ``log_path`` and the checkpoint, and
+    the checkpoint keeps every process's own RNG and method state.
 
     Non-finite losses are caught without a host sync per step: a device-side guard keeps the
     first non-finite step and its term values, and is checked at every log record, before every
@@ -238,32 +393,64 @@ def train(
     The optimiser steps taken from that step to the check are not undone; the unit fails, its
     weights are never saved, and its last checkpoint predates the non-finite step.
     """
+    check_shardable(stream.batch_size, accelerator.num_processes)
     student.train()
+    with checkpointed_activations(student, cfg.gradient_checkpointing):
+        result = _loop(
+            method, student, cfg, stream, ctx, accelerator, log_path, desc, checkpoint_dir
+        )
+    accelerator.free_memory()
+    return result
+
+
+def _loop(method, student, cfg, stream, ctx, accelerator, log_path, desc, checkpoint_dir):
+    """The loop of :func:`train`, once the student is set up for it."""
     optimizer, scheduler = make_optimizer(student, cfg)
     parts = Trainables(student, optimizer, scheduler, stream, method, ctx.generator)
-    model, optimizer, scheduler = accelerator.prepare(student, optimizer, scheduler)
-    progress = _restore(checkpoint_dir, parts, cfg)
-    weights, guard, throughput = method.weights(), FiniteGuard(), _Throughput()
+    # The scheduler stays unprepared: accelerate's would step it once per process.
+    model, prepared_optimizer = accelerator.prepare(student, optimizer)
+    run = Optimisation(model, prepared_optimizer, scheduler, cfg, accelerator)
+    progress = _restore(checkpoint_dir, parts, cfg, accelerator)
+    rank, processes, main = (
+        accelerator.process_index,
+        accelerator.num_processes,
+        accelerator.is_main_process,
+    )
+    log_path = log_path if main else None
+    no_sync = run.no_sync if processes > 1 else None
+    keys, weights, guard, throughput = (
+        count_keys(method),
+        method.weights(),
+        FiniteGuard(),
+        _Throughput(),
+    )
     started = time.time() - progress.elapsed_s
     steps = range(progress.step + 1, cfg.steps + 1)
     bar = tqdm(
-        steps, initial=progress.step, total=cfg.steps, desc=desc, leave=False, dynamic_ncols=True
+        steps,
+        initial=progress.step,
+        total=cfg.steps,
+        desc=desc,
+        leave=False,
+        dynamic_ncols=True,
+        disable=not main,
     )
     for step in bar:
         with torch.no_grad():
-            micro = [method.prepare(stream.next_batch(), ctx) for _ in range(cfg.grad_accum)]
-        logged = accumulate(method, model, micro, ctx, accelerator.backward)
+            micro = [
+                method.prepare(shard_batch(stream.next_batch(), rank, processes), ctx)
+                for _ in range(cfg.grad_accum)
+            ]
+        totals = global_totals(local_totals(micro), keys, accelerator)
+        logged = accumulate(method, model, micro, ctx, run.backward, totals, no_sync, run.autocast)
         if logged is None:
             progress.skipped += 1  # nothing to learn from (e.g. every response empty): never NaN
         else:
+            logged = global_logged(logged, accelerator)
             guard.observe(step, weighted_loss(logged, weights), logged)
-            accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step_tokens = sum(m["counts"].get("tokens", 0) for m in micro)
-            progress.tokens += step_tokens
-            throughput.tokens += step_tokens
+            run.step()
+            progress.tokens += totals["tokens"]
+            throughput.tokens += totals["tokens"]
         progress.step, progress.elapsed_s = step, time.time() - started
         if logged is not None and _due(step, cfg.log_every, cfg.steps):
             guard.check()
@@ -274,7 +461,6 @@ def train(
                 append_jsonl(log_path, record)
         if checkpoint_dir is not None and _due(step, cfg.checkpoint_every, cfg.steps):
             guard.check()
-            save_checkpoint(checkpoint_dir, parts, asdict(progress))
+            _save(checkpoint_dir, parts, progress, accelerator)
     guard.check()
-    accelerator.free_memory()
     return TrainResult(cfg.steps, progress.elapsed_s, progress.tokens, progress.skipped)
