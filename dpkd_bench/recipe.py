@@ -266,11 +266,16 @@ def _coerce_union(value: Any, options: tuple, key: str) -> Any:
     raise errors[0]
 
 
+_EXPONENT_FLOAT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
+
+
 def _coerce_scalar(value: Any, tp: Any, key: str) -> Any:
     if tp is Any:
         return value
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value.strip()):
+        return float(value)  # YAML 1.1 reads "3e-3" (no dot) as a string
     if tp is bool and not isinstance(value, bool):
         raise RecipeError(f"recipe key '{key}' must be true or false, got {value!r}")
     if tp is int and isinstance(value, bool):

@@ -68,6 +68,16 @@ def test_int_accepted_for_float_and_bool_rejected_for_int(tmp_path):
         load_recipe(write(tmp_path, "train: {steps: true}"))
 
 
+def test_exponent_floats_without_a_dot_are_floats():
+    recipe = load_recipe("synthetic", ["train.lr=3e-3", "dpkd.beta=1e-2"])
+    assert recipe.train.lr == 0.003
+    from dpkd_bench.methods import get_method
+
+    assert get_method("dpkd", **recipe.method_args["dpkd"]).config.beta == 0.01
+    with pytest.raises(RecipeError, match="train.lr"):
+        load_recipe("synthetic", ["train.lr=fast"])
+
+
 def test_overrides_win_and_route_method_args():
     recipe = load_recipe("synthetic", ["train.steps=7", "dpkd.beta=0.5", "eval.gen_seeds=[1,2]"])
     assert recipe.train.steps == 7
