@@ -1,0 +1,139 @@
+"""Run under `torchrun --nproc_per_node 2` by tests/test_distributed.py (not collected by pytest).
+
+    python -m torch.distributed.run --nproc_per_node 2 tests/dist_train_script.py OUT
+
+Each process builds the same tiny tokenizer, teacher and student as tests/conftest.py, then
+
+1. trains the student with ``kd`` (teacher-forced) through ``dpkd_bench.train.train``, with
+   plain SGD in place of AdamW (whose update hardly changes when every gradient is scaled alike,
+   so it would hide a wrong normalisation); the main process saves the final weights to
+   OUT/kd.pt and the train log to OUT/kd_log.jsonl;
+2. trains ``gkd`` (on-policy samples from each process's own generator) for 4 steps without a
+   break, then again with a stop while preparing step 4 and a resume from the checkpoint of
+   step 2; the main process saves both final weights to OUT/gkd_whole.pt and OUT/gkd_resumed.pt.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from unittest import mock
+
+import torch
+from accelerate import Accelerator
+
+from dpkd_bench.data.collate import encode_pair
+from dpkd_bench.data.tokenizer import train_bpe_tokenizer
+from dpkd_bench.generate import DecodeSettings
+from dpkd_bench.methods import get_method
+from dpkd_bench.methods.base import TrainContext
+from dpkd_bench.models import build_model
+from dpkd_bench.recipe import ModelConfig, TrainConfig
+from dpkd_bench.train import BatchStream, train
+from tests.conftest import tiny_corpus
+
+GLOBAL_BATCH, GRAD_ACCUM = 8, 2
+KD_CONFIG = TrainConfig(
+    steps=3, batch_size=GLOBAL_BATCH, grad_accum=GRAD_ACCUM, lr=0.5, log_every=1, max_grad_norm=1e6
+)
+GKD_CONFIG = TrainConfig(
+    steps=4, batch_size=GLOBAL_BATCH, grad_accum=1, lr=1e-2, log_every=1, checkpoint_every=2
+)
+
+
+def tokenizer():
+    return train_bpe_tokenizer([p + r for p, r in tiny_corpus()], vocab_size=320)
+
+
+def make_model(tok, seed):
+    cfg = ModelConfig(n_layer=1, n_embd=32, n_head=2, n_positions=256)
+    return build_model(cfg, tok, seed=seed)
+
+
+def items(tok, n=24):
+    """Training items whose responses differ in length (unequal token counts per shard)."""
+    out = []
+    for prompt, response in tiny_corpus()[:n]:
+        pair = encode_pair(tok, prompt, response * (1 + len(out) % 3), max_length=256)
+        out.append({"prompts": pair.prompt_ids, "responses": pair.response_ids})
+    return out
+
+
+def context(tok, student, teacher, seed):
+    return TrainContext(
+        student=student,
+        teacher=teacher,
+        tokenizer=tok,
+        sampling=DecodeSettings(max_new_tokens=8),
+        generator=torch.Generator().manual_seed(seed),
+        device=torch.device("cpu"),
+    )
+
+
+def sgd(model, cfg: TrainConfig):
+    """Plain SGD at a constant rate: the weights move by exactly lr x the gradient."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+
+
+def train_kd(tok, teacher, accelerator, log_path=None):
+    """``kd`` with SGD for KD_CONFIG.steps steps from student seed 2: the trained student."""
+    student = make_model(tok, seed=2)
+    ctx = context(tok, student, teacher, seed=accelerator.process_index)
+    stream = BatchStream(items(tok), GLOBAL_BATCH, seed=3)
+    with mock.patch("dpkd_bench.train.make_optimizer", sgd):
+        train(get_method("kd"), student, KD_CONFIG, stream, ctx, accelerator, log_path, "kd")
+    return student
+
+
+class Stop(Exception):
+    pass
+
+
+class StopAfter(BatchStream):
+    """A batch stream that stops the process when asked for more than ``limit`` batches."""
+
+    limit = 10**9
+
+    def next_batch(self):
+        self.limit -= 1
+        if self.limit < 0:
+            raise Stop
+        return super().next_batch()
+
+
+def train_gkd(tok, teacher, accelerator, checkpoint: Path, limit=None):
+    student = make_model(tok, seed=2)
+    ctx = context(tok, student, teacher, seed=10 + accelerator.process_index)
+    stream = StopAfter(items(tok), GLOBAL_BATCH, seed=3)
+    if limit is not None:
+        stream.limit = limit
+    method = get_method("gkd", lmbda=0.5)
+    try:
+        train(method, student, GKD_CONFIG, stream, ctx, accelerator, None, "gkd", checkpoint)
+    except Stop:
+        return None
+    return student
+
+
+def main(out: Path) -> None:
+    torch.set_num_threads(1)
+    accelerator = Accelerator(cpu=True)
+    assert accelerator.num_processes > 1, "launch with torchrun --nproc_per_node 2"
+    tok = tokenizer()
+    teacher = make_model(tok, seed=1).eval()
+    student = train_kd(tok, teacher, accelerator, out / "kd_log.jsonl")
+    if accelerator.is_main_process:
+        torch.save(student.state_dict(), out / "kd.pt")
+
+    whole = train_gkd(tok, teacher, accelerator, out / "gkd-whole")
+    assert train_gkd(tok, teacher, accelerator, out / "gkd-resumed", limit=3) is None
+    resumed = train_gkd(tok, teacher, accelerator, out / "gkd-resumed")
+    if accelerator.is_main_process:
+        torch.save(whole.state_dict(), out / "gkd_whole.pt")
+        torch.save(resumed.state_dict(), out / "gkd_resumed.pt")
+    accelerator.wait_for_everyone()
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
