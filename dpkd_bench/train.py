@@ -360,11 +360,17 @@ def checkpointed_activations(model, enabled: bool):
     if not enabled:
         yield
         return
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    non_reentrant = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=non_reentrant)
+        disable = model.activation_checkpointing_disable
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=non_reentrant)
+        disable = model.gradient_checkpointing_disable
     try:
         yield
     finally:
-        model.gradient_checkpointing_disable()
+        disable()
 
 
 def train(

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
+from accelerate import Accelerator
 
 from dpkd_bench.data.collate import IGNORE, collate_pairs, encode_pair, encode_prompt
-from dpkd_bench.generate import DecodeSettings, generate_ids, response_lists
+from dpkd_bench.errors import UserError
+from dpkd_bench.generate import DecodeSettings, generate_ids, response_lists, shard_slice
 from dpkd_bench.methods import get_method
 from dpkd_bench.methods.base import TrainContext
-from dpkd_bench.train import BatchStream, accumulate
+from dpkd_bench.recipe import TrainConfig
+from dpkd_bench.train import (
+    BatchStream,
+    accumulate,
+    check_shardable,
+    checkpointed_activations,
+    shard_batch,
+    train,
+)
 
 from .conftest import tiny_corpus
 
@@ -136,3 +147,86 @@ def test_dpkd_student_samples_padding_never_counts(tokenizer, make_model):
         assert tokenizer.pad_token_id not in kept
         assert tokenizer.eos_token_id not in kept[:-1]
     assert prepared["counts"]["sample_tokens"] == int((labels[:, 1:] != IGNORE).sum())
+
+
+# ---- lean hot-loop options and sharding helpers ---------------------------------------------
+def one_step(tokenizer, make_model, **options):
+    """The student after one ``kd`` optimiser step of ``train`` with TrainConfig ``options``."""
+    student, teacher = make_model(seed=2), make_model(seed=1).eval()
+    cfg = TrainConfig(steps=1, batch_size=4, grad_accum=2, lr=1e-2, checkpoint_every=0, **options)
+    stream = BatchStream(items(tokenizer, 8), 4, seed=0)
+    ctx = context(tokenizer, student, teacher)
+    train(get_method("kd"), student, cfg, stream, ctx, Accelerator(cpu=True))
+    return student
+
+
+def max_difference(a, b) -> float:
+    return max(
+        float((x - y).detach().abs().max())
+        for x, y in zip(a.parameters(), b.parameters(), strict=True)
+    )
+
+
+def test_bf16_autocast_step_runs_and_moves_the_weights(tokenizer, make_model):
+    initial, full = make_model(seed=2), one_step(tokenizer, make_model)
+    bf16 = one_step(tokenizer, make_model, mixed_precision="bf16")
+    assert all(torch.isfinite(p).all() for p in bf16.parameters())
+    assert all(p.dtype == torch.float32 for p in bf16.parameters())  # weights stay fp32
+    assert max_difference(bf16, initial) > 1e-3  # it learned
+    assert max_difference(bf16, full) > 0  # another step than fp32's: the forward ran in bf16
+    # AdamW's first step is lr * sign(gradient): bf16 can only flip the sign of tiny gradients
+    assert max_difference(bf16, full) <= 2 * 1e-2 + 1e-6
+
+
+def test_bf16_autocast_loss_is_close_to_the_fp32_loss(tokenizer, make_model):
+    method, student, teacher = get_method("kd"), make_model(seed=2), make_model(seed=1).eval()
+    ctx = context(tokenizer, student, teacher)
+    data = items(tokenizer, 6)
+    micro = [method.prepare({k: [d[k] for d in data] for k in data[0]}, ctx)]
+    losses = {}
+    for name, autocast in (("fp32", None), ("bf16", lambda: torch.autocast("cpu", torch.bfloat16))):
+        logged = accumulate(method, student, micro, ctx, lambda loss: None, autocast=autocast)
+        losses[name] = float(logged["ce"])
+    assert losses["bf16"] != losses["fp32"]
+    assert losses["bf16"] == pytest.approx(losses["fp32"], rel=2e-2)
+
+
+def checkpointing(model) -> bool:
+    """Whether activation checkpointing is on (no deprecated property read)."""
+    return any(getattr(m, "gradient_checkpointing", False) for m in model.modules())
+
+
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients(tokenizer, make_model):
+    method, teacher = get_method("kd"), make_model(seed=1).eval()
+    data = items(tokenizer, 6)
+    halves = [{k: [d[k] for d in part] for k in data[0]} for part in (data[:3], data[3:])]
+    results = []
+    for enabled in (False, True):
+        student = make_model(seed=2).train()
+        ctx = context(tokenizer, student, teacher)
+        with checkpointed_activations(student, enabled):
+            assert checkpointing(student) == enabled
+            micro = [method.prepare(h, ctx) for h in halves]
+            logged = accumulate(method, student, micro, ctx, lambda loss: loss.backward())
+        assert not checkpointing(student)  # off again after the block
+        results.append((logged, grads(student)))
+    (plain_logged, plain_grads), (ckpt_logged, ckpt_grads) = results
+    for term, value in plain_logged.items():
+        torch.testing.assert_close(ckpt_logged[term], value, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(ckpt_grads, plain_grads, rtol=1e-5, atol=1e-7)
+    stepped = one_step(tokenizer, make_model, gradient_checkpointing=True)
+    assert max_difference(stepped, one_step(tokenizer, make_model)) < 1e-6
+    assert not checkpointing(stepped)
+
+
+def test_global_batches_shard_evenly_or_fail_with_a_user_error():
+    batch = {"x": list(range(8)), "y": list("abcdefgh")}
+    parts = [shard_batch(batch, rank, 2) for rank in (0, 1)]
+    assert parts == [{"x": [0, 1, 2, 3], "y": list("abcd")}, {"x": [4, 5, 6, 7], "y": list("efgh")}]
+    check_shardable(8, 2)
+    with pytest.raises(UserError, match="batch_size 6 does not split over 4 processes"):
+        check_shardable(6, 4)
+    for n in (0, 1, 5, 8):
+        shares = [list(range(n))[shard_slice(n, rank, 3)] for rank in range(3)]
+        assert sum(shares, []) == list(range(n))
+        assert max(map(len, shares)) - min(map(len, shares)) <= 1
