@@ -21,7 +21,8 @@ values are summed over processes every step, so the log and the non-finite guard
 global loss on every process; only the main process writes the log and checkpoints.
 
 Lean options: ``mixed_precision`` ("bf16" or "fp16") runs the micro-batches' forward passes
-(student and teacher) under ``torch.autocast`` of the device, with a gradient scaler for fp16;
+(student and teacher) under ``torch.autocast`` of the device, with a gradient scaler for fp16
+(whose scale a checkpoint does not keep: an fp16 unit resumes with a fresh scale);
 ``gradient_checkpointing`` turns on the student's activation checkpointing (non-reentrant, so it
 works under DDP) for the unit and off again afterwards. Inside a step there is no host sync
 beyond the methods' own unit counts (and, with several processes, their sum); the loss is read
@@ -275,8 +276,8 @@ def check_shardable(batch_size: int, processes: int) -> None:
         raise RecipeError(
             f"batch_size {batch_size} does not split over {processes} processes: every process "
             f"takes an equal part of each micro-batch; set the train batch_size (teacher.train, "
-            f"student.init_train and train) to a multiple of {processes}, or launch "
-            f"{processes} // k processes that divide it"
+            f"student.init_train and train) to a multiple of {processes}, or launch a number "
+            f"of processes that divides {batch_size}"
         )
 
 
