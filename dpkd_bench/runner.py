@@ -371,7 +371,7 @@ class Runner:
             return freeze(load_pretrained(cfg.model.name_or_path, cfg.model))
         key = teacher_key(self.recipe, data)
         path = self.cache / f"teacher-{key}"
-        if (path / "model.safetensors").is_file():
+        if self._from_main((path / "model.safetensors").is_file()):
             log(f"teacher: cached at {path}")
             return freeze(load_pretrained(path, cfg.model))
         shipped = shipped_teacher(key)
@@ -433,12 +433,13 @@ class Runner:
         cfg: SamplingConfig = self.recipe.sampling
         path = self.cache / self.teacher_samples_name(data)
         shipped = SHIPPED_TEACHER / path.name
-        if not path.is_file() and shipped.is_file():
+        if self._from_main(not path.is_file() and shipped.is_file()):
             log(f"teacher samples: shipped with the package ({shipped})")
             self._on_main(atomic_write_bytes, path, shipped.read_bytes())
         if self.processes > 1 and not path.is_file():
             path = path.with_name(f"{path.stem}-{self.processes}proc.jsonl")
-        if self._from_main(path.is_file()):
+        path, cached = self._from_main((path, path.is_file()))
+        if cached:
             log(f"teacher samples: cached at {path}")
             with open(path, encoding="utf-8") as handle:
                 return [tuple(json.loads(line)) for line in handle]
