@@ -106,6 +106,11 @@ def cmd_run(args) -> int:
     from dpkd_bench.runner import Runner
 
     recipe = load_recipe(args.recipe, run_overrides(args))
+    if args.dry_run:
+        from dpkd_bench.planner import format_plan, plan
+
+        print(format_plan(plan(recipe)))
+        return 0
     out = Path(args.out or f"runs/{recipe.name}-{datetime.now():%Y%m%d-%H%M%S}")
     check_output_dir(out)
     check_pretrained(recipe)  # configs and tokenizers, before any weights load or train
@@ -182,6 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seeds", help="comma-separated training seeds, e.g. 1,2,3")
     run.add_argument("--out", help="run directory (default: runs/<recipe>-<time>)")
     run.add_argument("--resume", action="store_true", help="continue the run in --out")
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print per-method tokens, teacher forwards, steps, FLOPs and memory; train nothing",
+    )
     run.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. train.steps=200")
     run.set_defaults(func=cmd_run)
     report = sub.add_parser("report", help="re-render tables and plots from a run directory")

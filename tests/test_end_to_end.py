@@ -134,3 +134,13 @@ def test_ablation_recipe_renders_its_table(tmp_path):
     assert "dpkd[pref_weight=0,rkl_weight=1,ce_weight=0]" in ablation
     assert "| variant | pref_weight | rkl_weight | ce_weight | length_normalize |" in ablation
     assert (out / "plots" / "ablation_dpkd.png").is_file()
+
+
+def test_dry_run_plans_every_method_and_trains_nothing(tmp_path, capsys):
+    out = tmp_path / "never"
+    args = ["run", "--dry-run", "--methods", "sft,kd,dpkd", "--out", str(out)]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    rows = {line.split()[0] for line in printed.splitlines() if line and line[0].isalpha()}
+    assert {"teacher", "student_init", "sft", "kd", "dpkd"} <= rows
+    assert not out.exists()
