@@ -218,7 +218,7 @@ def test_prepared_teacher_topk_is_used(cache_setup, tokenizer, make_model):
     assert torch.isfinite(method.loss_terms(student, prepared, ctx)["distill"])
 
 
-def test_cache_settings_are_checked(cache_setup):
+def test_cache_settings_are_checked(cache_setup, tokenizer):
     teacher, data, cache = cache_setup
     with pytest.raises(ValueError, match="teacher_cache_k=0"):
         get_method("kd").use_teacher_cache(cache)
@@ -226,5 +226,9 @@ def test_cache_settings_are_checked(cache_setup):
         get_method("kd", teacher_cache_k=32).use_teacher_cache(cache)
     with pytest.raises(ValueError, match="temperature"):
         get_method("kd", teacher_cache_k=8, temperature=2.0).use_teacher_cache(cache)
+    with pytest.raises(RuntimeError, match="none is attached"):
+        method = get_method("tvd", teacher_cache_k=8)
+        ctx = context(tokenizer, None, teacher)
+        method.loss_terms(teacher, method.prepare(batch_of(data[:2]), ctx), ctx)
     with pytest.raises(ValueError, match="below the vocabulary"):
         build_cache(teacher, data, k=teacher.get_output_embeddings().weight.shape[0])

@@ -96,10 +96,16 @@ class TokenLevelMethod(Method):
     def cached_teacher(self, prepared: dict) -> teacher_cache.CachedRows | None:
         """The micro-batch's cached teacher rows, or None when it needs the teacher forward."""
         cached = prepared.get("teacher_topk")
-        if cached is None and self.teacher_cache is not None:
-            k = self.config.teacher_cache_k
-            cached = self.teacher_cache.rows_for_pairs(prepared["pairs"], k)
-        return cached
+        k = self.config.teacher_cache_k
+        if cached is not None or not k:
+            return cached
+        if self.teacher_cache is None:
+            raise RuntimeError(
+                f"{self.name}: teacher_cache_k={k} asks for the teacher-logit cache but none is "
+                f"attached (Method.use_teacher_cache); set {self.name}.teacher_cache_k=0 for the "
+                "exact teacher"
+            )
+        return self.teacher_cache.rows_for_pairs(prepared["pairs"], k)
 
     def distill_values(self, student_rows, prepared, ctx, mask) -> torch.Tensor:
         """Per-token divergence of the response rows [N, V] -> [N]."""
