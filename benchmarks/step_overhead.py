@@ -58,7 +58,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--prompt-len", type=int, nargs=2, default=(60, 72))
     parser.add_argument("--response-len", type=int, nargs=2, default=(12, 23))
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--repeats", type=int, default=25)
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--threads", type=int, default=None)
     return parser.parse_args()
