@@ -55,29 +55,26 @@ def cache_overrides(methods: list[str], k: int) -> list[str]:
 def attach_teacher_caches(runner: Runner, data, teacher, samples, root: Path) -> None:
     """Build the teacher's top-k cache once per item set and attach it to every method that
     asks for one (``teacher_cache_k`` > 0); the largest k serves all."""
-    wanted = {
-        name: method
-        for name, method in runner.methods.items()
-        if getattr(method.config, "teacher_cache_k", 0) > 0
-    }
+    wanted = [m for m in runner.methods.values() if getattr(m.config, "teacher_cache_k", 0)]
     if not wanted:
         return
-    k = max(method.config.teacher_cache_k for method in wanted.values())
+    k = max(method.config.teacher_cache_k for method in wanted)
     teacher = teacher.to(runner.accelerator.device)
     caches = {}
-    for method in wanted.values():
+    for method in wanted:
         items = unit_items(method, data.train_items, samples)
         key = items_hash(items)
         if key not in caches:
-            caches[key] = build_cache(
-                teacher,
-                items,
-                k,
-                root,
-                runner.recipe.sampling.batch_size,
-                teacher_id=runner.teacher_identity(data),
-                pad_id=data.tokenizer.pad_token_id,
-            )
+            with runner.accelerator.main_process_first():  # the others load what it wrote
+                caches[key] = build_cache(
+                    teacher,
+                    items,
+                    k,
+                    root,
+                    runner.recipe.sampling.batch_size,
+                    teacher_id=runner.teacher_identity(data),
+                    pad_id=data.tokenizer.pad_token_id,
+                )
         method.use_teacher_cache(caches[key])
 
 
