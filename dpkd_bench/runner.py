@@ -80,6 +80,7 @@ from dpkd_bench.results import (
     write_json,
     write_jsonl,
 )
+from dpkd_bench.teacher_cache import build_cache, items_hash
 from dpkd_bench.train import BatchStream, check_shardable, train
 
 TEACHER_FORMAT = 1  # bump when teacher training changes in a way that invalidates caches
@@ -277,6 +278,8 @@ class Runner:
         samples = None
         if any(m.uses_teacher_samples for m in self.methods.values()):
             samples = self._timed("teacher_samples", self.teacher_samples, data, teacher)
+        if any(getattr(m.config, "teacher_cache_k", 0) for m in self.methods.values()):
+            self._timed("teacher_cache", self.attach_teacher_caches, data, teacher, samples)
         failed = []
         for seed in self.recipe.seeds:
             for name, method in self.methods.items():
@@ -465,6 +468,30 @@ class Runner:
     def teacher_identity(self, data: PreparedData) -> str:
         cfg = self.recipe.teacher
         return cfg.model.name_or_path or teacher_key(self.recipe, data)
+
+    def attach_teacher_caches(self, data: PreparedData, teacher, samples) -> None:
+        """The teacher's top-k log-probabilities over each method's training items, built once
+        per item set (on disk, content-hashed; the main process first, the others load it) and
+        attached to every method with ``teacher_cache_k > 0``; the largest k serves them all."""
+        wanted = [m for m in self.methods.values() if getattr(m.config, "teacher_cache_k", 0)]
+        k = max(m.config.teacher_cache_k for m in wanted)
+        teacher = teacher.to(self.accelerator.device)
+        caches = {}
+        for method in wanted:
+            items = unit_items(method, data.train_items, samples)
+            key = items_hash(items)
+            if key not in caches:
+                with self.accelerator.main_process_first():
+                    caches[key] = build_cache(
+                        teacher,
+                        items,
+                        k,
+                        self.cache,
+                        self.recipe.sampling.batch_size,
+                        teacher_id=self.teacher_identity(data),
+                        pad_id=data.tokenizer.pad_token_id,
+                    )
+            method.use_teacher_cache(caches[key])
 
     # ---- units -------------------------------------------------------------------------
     def run_unit(self, name, method, seed, data, teacher, student_init, samples) -> bool:

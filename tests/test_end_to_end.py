@@ -144,3 +144,13 @@ def test_dry_run_plans_every_method_and_trains_nothing(tmp_path, capsys):
     rows = {line.split()[0] for line in printed.splitlines() if line and line[0].isalpha()}
     assert {"teacher", "student_init", "sft", "kd", "dpkd"} <= rows
     assert not out.exists()
+
+
+def test_teacher_logit_cache_is_built_once_and_used(tmp_path, isolated_cache):
+    out = tmp_path / "cached"
+    args = ["run", "--recipe", "synthetic-quick", "--methods", "kd,tvd", "--out", str(out)]
+    assert main([*args, "kd.teacher_cache_k=16", "tvd.teacher_cache_k=8"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert "teacher_cache" in manifest["stage_times"]
+    assert {u["state"] for u in manifest["units"].values()} == {"done"}
+    assert len(list(isolated_cache.glob("teacher-topk-*"))) == 1  # one cache, largest k
