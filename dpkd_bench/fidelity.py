@@ -94,13 +94,45 @@ def batch_sums(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask:
     return forward, reverse, losses.masked_sum(agree.float(), mask)
 
 
+TEACHER_ROWS_BUDGET = 512 * 2**20  # bytes of teacher logits a TeacherRows may keep
+
+
+class TeacherRows:
+    """The teacher's logits at the response positions of each eval batch, kept across units.
+
+    Every student of a run is scored against the same teacher on the same batches, so the
+    teacher forward is done once per batch while the kept rows fit in ``budget`` bytes (past
+    it, batches are recomputed).
+    """
+
+    def __init__(self, budget: int = TEACHER_ROWS_BUDGET):
+        self.budget, self.used, self.rows = budget, 0, {}
+
+    def get(self, key, compute) -> torch.Tensor:
+        if key in self.rows:
+            return self.rows[key]
+        rows = compute()
+        size = rows.numel() * rows.element_size()
+        if self.used + size <= self.budget:
+            self.rows[key], self.used = rows, self.used + size
+        return rows
+
+
 @torch.no_grad()
 def teacher_fidelity(
-    student, teacher, eval_set, tokenizer, device, batch_size: int = 16, max_length: int = 0
+    student,
+    teacher,
+    eval_set,
+    tokenizer,
+    device,
+    batch_size: int = 16,
+    max_length: int = 0,
+    teacher_rows: TeacherRows | None = None,
 ) -> dict:
     """KL both ways and top-1 agreement, per response token, on ``eval_set`` (an EvalSet).
 
     ``max_length`` caps prompt + response tokens (0: the models' shorter context length).
+    ``teacher_rows`` keeps the teacher's logits for the next student of the same teacher.
     Returns {"kl_teacher_student", "kl_student_teacher", "top1_agreement", "n_tokens",
     "n_examples"}. An eval set with no response token raises ``ValueError``.
     """
@@ -115,7 +147,13 @@ def teacher_fidelity(
             prompts, responses = zip(*pairs[start : start + batch_size], strict=True)
             batch = to_device(collate_pairs(prompts, responses, tokenizer.pad_token_id), device)
             _, mask = shifted_labels(batch)
-            sums = batch_sums(forward_logits(student, batch), forward_logits(teacher, batch), mask)
+            t_rows = (teacher_rows or TeacherRows(0)).get(
+                (eval_set.name, batch_size, max_length, start),
+                lambda batch=batch, mask=mask: forward_logits(teacher, batch)[mask],
+            )
+            s_rows = forward_logits(student, batch)[mask]
+            ones = torch.ones(1, s_rows.shape[0], dtype=torch.bool, device=s_rows.device)
+            sums = batch_sums(s_rows[None], t_rows[None], ones)
             totals += torch.stack([s.detach().double().cpu() for s in sums])
             tokens += int(mask.sum())
     if tokens == 0:
@@ -169,6 +207,7 @@ def write_fidelity(
     device,
     batch_size: int = 16,
     teacher_unit_dir: Path | None = None,
+    teacher_rows: TeacherRows | None = None,
 ) -> dict:
     """Compute the figures of every eval set and write ``<unit_dir>/fidelity.json``.
 
@@ -177,7 +216,9 @@ def write_fidelity(
     """
     figures = {}
     for name, eval_set in eval_sets.items():
-        result = teacher_fidelity(student, teacher, eval_set, tokenizer, device, batch_size)
+        result = teacher_fidelity(
+            student, teacher, eval_set, tokenizer, device, batch_size, teacher_rows=teacher_rows
+        )
         ratio = length_ratio(
             generation_records(unit_dir, name), generation_records(teacher_unit_dir, name)
         )

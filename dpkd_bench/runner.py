@@ -56,7 +56,7 @@ from dpkd_bench.checkpoint import (
 )
 from dpkd_bench.data.prepare import EvalSet, PreparedData, prepare_data
 from dpkd_bench.errors import DataError, RecipeError, UserError
-from dpkd_bench.fidelity import write_fidelity
+from dpkd_bench.fidelity import TeacherRows, write_fidelity
 from dpkd_bench.generate import (
     DecodeSettings,
     generate_ids,
@@ -160,6 +160,7 @@ class Runner:
         self.cache = cache_dir or cache_root()
         self.stage_times: dict[str, float] = {}
         self.teacher = None  # set by run(): the frozen teacher, for fidelity figures
+        self.teacher_rows = TeacherRows()  # its eval logits, shared by every unit's figures
         self.methods = {name: self._method(name) for name in recipe.methods}
 
     def _method(self, spec: str) -> Method:
@@ -617,6 +618,7 @@ class Runner:
                 self.accelerator.device,
                 self.recipe.eval.batch_size,
                 self.run_dir.unit_dir("teacher", self.recipe.seeds[0]),
+                self.teacher_rows,
             )
         write_json(unit_dir / "metrics.json", metrics)
 

@@ -44,6 +44,25 @@ def test_student_that_is_the_teacher_has_zero_kl_and_full_agreement(tokenizer, m
     assert out["n_examples"] == 6 and out["n_tokens"] > 6
 
 
+def test_kept_teacher_rows_give_the_same_figures_without_a_teacher_forward(
+    tokenizer, make_model, monkeypatch
+):
+    from dpkd_bench.fidelity import TeacherRows
+
+    student, teacher = make_model(seed=1), make_model(n_layer=2, seed=2)
+    data, kept = eval_set(tokenizer), TeacherRows()
+    first = teacher_fidelity(student, teacher, data, tokenizer, CPU, 4, teacher_rows=kept)
+    assert kept.rows and kept.used > 0
+    calls = []
+    real = teacher.forward
+    monkeypatch.setattr(teacher, "forward", lambda *a, **k: calls.append(1) or real(*a, **k))
+    again = teacher_fidelity(student, teacher, data, tokenizer, CPU, 4, teacher_rows=kept)
+    assert again == first and not calls
+    tight = TeacherRows(budget=0)  # nothing fits: every batch recomputed, same figures
+    assert teacher_fidelity(student, teacher, data, tokenizer, CPU, 4, teacher_rows=tight) == first
+    assert not tight.rows and calls  # the patched forward does see teacher calls
+
+
 def test_figures_match_the_losses_on_one_batch_and_do_not_depend_on_batching(tokenizer, make_model):
     student, teacher = make_model(seed=1), make_model(n_layer=2, seed=2)
     data = eval_set(tokenizer)
