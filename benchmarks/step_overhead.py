@@ -37,18 +37,10 @@ from dpkd_bench.data.collate import IGNORE, collate_pairs
 from dpkd_bench.generate import DecodeSettings
 from dpkd_bench.methods import get_method
 from dpkd_bench.methods.base import TrainContext
+from dpkd_bench.teacher_cache import TEACHER_FORCED
 from dpkd_bench.train import accumulate
 
-METHODS = {
-    "sft": {},
-    "kd": {},
-    "rkl": {},
-    "tvd": {},
-    "skew_fkl": {"adaptive": False},
-    "skew_rkl": {"adaptive": False},
-    "gkd": {"lmbda": 0.0},
-    "dpkd_token": {},
-}
+METHODS = {"sft": {}, **TEACHER_FORCED}  # the floor without a teacher, then the rest
 
 
 def parse_args() -> argparse.Namespace:

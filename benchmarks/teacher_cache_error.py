@@ -38,18 +38,10 @@ from dpkd_bench.methods.base import TrainContext
 from dpkd_bench.models import build_model, freeze, load_pretrained
 from dpkd_bench.recipe import load_recipe
 from dpkd_bench.runner import cache_root, shipped_teacher, teacher_key
-from dpkd_bench.teacher_cache import DEFAULT_K, bucketed, build_cache
+from dpkd_bench.teacher_cache import DEFAULT_K, TEACHER_FORCED, bucketed, build_cache
 from dpkd_bench.train import BatchStream, train
 
-METHODS = {
-    "kd": {},
-    "rkl": {},
-    "tvd": {},
-    "skew_fkl": {"adaptive": False},
-    "skew_rkl": {"adaptive": False},
-    "gkd": {"lmbda": 0.0},
-    "dpkd_token": {},
-}
+METHODS = TEACHER_FORCED
 
 
 def parse_args() -> argparse.Namespace:

@@ -20,15 +20,7 @@ from dpkd_bench.teacher_cache import (
 
 from .test_train_generate import context, items
 
-TOKEN_LEVEL = {
-    "kd": {},
-    "rkl": {},
-    "tvd": {},
-    "skew_fkl": {"adaptive": False},
-    "skew_rkl": {"adaptive": False},
-    "gkd": {"lmbda": 0.0},
-    "dpkd_token": {},
-}
+TOKEN_LEVEL = teacher_cache.TEACHER_FORCED
 DIVERGENCES = [
     losses.token_forward_kl,
     losses.token_reverse_kl,

@@ -3,11 +3,12 @@
     python -m dpkd_bench.assets.rebuild_teacher [--recipe synthetic]
 
 Trains the teacher exactly as ``dpkd-bench run`` would (the toolkit's ``sft`` on the synthetic
-suite), then stores it in float32 safetensors (the weights a run that trains its own teacher
-gets) under ``dpkd_bench/assets/default-teacher/`` with the content hash it was trained for in
-``key``, beside its cached samples of every training prompt (``teacher-samples-<hash>.jsonl``,
-used by SeqKD and DPKD). A run uses the shipped teacher only when its own hash (data, tokenizer,
-teacher config) equals that key; otherwise it trains its own.
+suite), then stores it in float16 safetensors (4 MB; a run loads it back in float32, so its
+weights are the trained ones rounded to float16) under ``dpkd_bench/assets/default-teacher/``
+with the content hash it was trained for in ``key``, beside its cached samples of every training
+prompt (``teacher-samples-<hash>.jsonl``, used by SeqKD and DPKD). A run uses the shipped teacher
+only when its own hash (data, tokenizer, teacher config) equals that key; otherwise it trains
+its own.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def main() -> None:
         teacher = runner.get_teacher(data)
         runner.teacher_samples(data, teacher)
         samples = runner.teacher_samples_name(data)
-        teacher.save_pretrained(SHIPPED_TEACHER, safe_serialization=True)
+        teacher.half().save_pretrained(SHIPPED_TEACHER, safe_serialization=True)
         data.tokenizer.save_pretrained(SHIPPED_TEACHER)
         (SHIPPED_TEACHER / "key").write_text(key + "\n", encoding="utf-8")
         shutil.copyfile(cache / samples, SHIPPED_TEACHER / samples)
