@@ -22,17 +22,16 @@ from unittest import mock
 import torch
 from accelerate import Accelerator
 
-from dpkd_bench.data.collate import encode_pair
 from dpkd_bench.data.tokenizer import train_bpe_tokenizer
-from dpkd_bench.generate import DecodeSettings
 from dpkd_bench.methods import get_method
-from dpkd_bench.methods.base import TrainContext
 from dpkd_bench.models import build_model
 from dpkd_bench.recipe import ModelConfig, TrainConfig
 from dpkd_bench.train import BatchStream, train
 from tests.conftest import tiny_corpus
+from tests.test_resume import Interrupted, StopAfter
+from tests.test_train_generate import context, items  # items: responses of unequal length
 
-GLOBAL_BATCH, GRAD_ACCUM = 8, 2
+GLOBAL_BATCH, GRAD_ACCUM, N_ITEMS = 8, 2, 24
 KD_CONFIG = TrainConfig(
     steps=3, batch_size=GLOBAL_BATCH, grad_accum=GRAD_ACCUM, lr=0.5, log_every=1, max_grad_norm=1e6
 )
@@ -50,26 +49,6 @@ def make_model(tok, seed):
     return build_model(cfg, tok, seed=seed)
 
 
-def items(tok, n=24):
-    """Training items whose responses differ in length (unequal token counts per shard)."""
-    out = []
-    for prompt, response in tiny_corpus()[:n]:
-        pair = encode_pair(tok, prompt, response * (1 + len(out) % 3), max_length=256)
-        out.append({"prompts": pair.prompt_ids, "responses": pair.response_ids})
-    return out
-
-
-def context(tok, student, teacher, seed):
-    return TrainContext(
-        student=student,
-        teacher=teacher,
-        tokenizer=tok,
-        sampling=DecodeSettings(max_new_tokens=8),
-        generator=torch.Generator().manual_seed(seed),
-        device=torch.device("cpu"),
-    )
-
-
 def sgd(model, cfg: TrainConfig):
     """Plain SGD at a constant rate: the weights move by exactly lr x the gradient."""
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr)
@@ -80,38 +59,22 @@ def train_kd(tok, teacher, accelerator, log_path=None):
     """``kd`` with SGD for KD_CONFIG.steps steps from student seed 2: the trained student."""
     student = make_model(tok, seed=2)
     ctx = context(tok, student, teacher, seed=accelerator.process_index)
-    stream = BatchStream(items(tok), GLOBAL_BATCH, seed=3)
+    stream = BatchStream(items(tok, N_ITEMS), GLOBAL_BATCH, seed=3)
     with mock.patch("dpkd_bench.train.make_optimizer", sgd):
         train(get_method("kd"), student, KD_CONFIG, stream, ctx, accelerator, log_path, "kd")
     return student
 
 
-class Stop(Exception):
-    pass
-
-
-class StopAfter(BatchStream):
-    """A batch stream that stops the process when asked for more than ``limit`` batches."""
-
-    limit = 10**9
-
-    def next_batch(self):
-        self.limit -= 1
-        if self.limit < 0:
-            raise Stop
-        return super().next_batch()
-
-
 def train_gkd(tok, teacher, accelerator, checkpoint: Path, limit=None):
     student = make_model(tok, seed=2)
     ctx = context(tok, student, teacher, seed=10 + accelerator.process_index)
-    stream = StopAfter(items(tok), GLOBAL_BATCH, seed=3)
+    stream = StopAfter(items(tok, N_ITEMS), GLOBAL_BATCH, seed=3)
     if limit is not None:
         stream.limit = limit
     method = get_method("gkd", lmbda=0.5)
     try:
         train(method, student, GKD_CONFIG, stream, ctx, accelerator, None, "gkd", checkpoint)
-    except Stop:
+    except Interrupted:
         return None
     return student
 
