@@ -142,12 +142,13 @@ def teacher_fidelity(
     pairs = forced_pairs(eval_set, tokenizer, max_length or context_length(student, teacher))
     totals = torch.zeros(3, dtype=torch.float64)
     tokens = 0
+    kept = teacher_rows if teacher_rows is not None else TeacherRows(budget=0)
     with evaluating(student, teacher):
         for start in range(0, len(pairs), batch_size):
             prompts, responses = zip(*pairs[start : start + batch_size], strict=True)
             batch = to_device(collate_pairs(prompts, responses, tokenizer.pad_token_id), device)
             _, mask = shifted_labels(batch)
-            t_rows = (teacher_rows or TeacherRows(0)).get(
+            t_rows = kept.get(
                 (eval_set.name, batch_size, max_length, start),
                 lambda batch=batch, mask=mask: forward_logits(teacher, batch)[mask],
             )

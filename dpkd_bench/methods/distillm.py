@@ -24,7 +24,14 @@ from dataclasses import dataclass, replace
 import torch
 
 from dpkd_bench.data.collate import collate_pairs
-from dpkd_bench.methods.base import TrainContext, ce_sum, forward_logits, sample_student, to_device
+from dpkd_bench.methods.base import (
+    TrainContext,
+    ce_sum,
+    forward_logits,
+    response_token_count,
+    sample_student,
+    to_device,
+)
 from dpkd_bench.recipe import require
 
 REPLAY_RATIOS = ("decreasing", "constant", "increasing")
@@ -96,7 +103,7 @@ def validation_ce(ctx: TrainContext, batch_size: int) -> float:
             ctx.device,
         )
         total += float(ce_sum(forward_logits(student, pairs), pairs))
-        count += int((pairs["labels"][:, 1:] != -100).sum())
+        count += response_token_count(pairs["labels"])
     student.train(was_training)
     return total / max(count, 1)
 
