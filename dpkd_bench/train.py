@@ -417,6 +417,7 @@ def _loop(method, student, cfg, stream, ctx, accelerator, log_path, desc, checkp
     # The scheduler stays unprepared: accelerate's would step it once per process.
     model, prepared_optimizer = accelerator.prepare(student, optimizer)
     run = Optimisation(model, prepared_optimizer, scheduler, cfg, accelerator)
+    method.start(ctx)
     progress = _restore(checkpoint_dir, parts, cfg, accelerator)
     rank, processes, main = (
         accelerator.process_index,

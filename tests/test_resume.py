@@ -168,6 +168,32 @@ def test_resuming_from_a_checkpoint_gives_the_weights_of_an_uninterrupted_train(
         assert torch.equal(a, b), name
 
 
+def test_minillm_resumes_in_the_middle_of_a_rollout(tokenizer, make_model, tmp_path):
+    from dpkd_bench.methods import get_method
+
+    data = items(tokenizer, 8)
+    teacher = make_model(seed=1).eval()
+    cfg = TrainConfig(steps=5, batch_size=4, lr=1e-2, log_every=1, checkpoint_every=2)
+
+    def run(stream, checkpoint_dir, generator_seed=0):
+        student = make_model(seed=2)
+        ctx = context(tokenizer, student, teacher, seed=generator_seed)
+        method = get_method("minillm", ppo_epochs=3)  # checkpoint at step 2: one epoch left
+        train(method, student, cfg, stream, ctx, Accelerator(cpu=True), None, "t", checkpoint_dir)
+        return student
+
+    whole = run(BatchStream(data, 4, seed=3), tmp_path / "a")
+    stopped = StopAfter(data, 4, seed=3)
+    stopped.limit = 3  # dies while preparing step 4: the checkpoint is at step 2
+    with pytest.raises(Interrupted):
+        run(stopped, tmp_path / "b")
+    resumed = run(BatchStream(data, 4, seed=3), tmp_path / "b", generator_seed=9)
+    for (name, a), (_, b) in zip(
+        whole.state_dict().items(), resumed.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
+
+
 def test_a_kill_while_publishing_leaves_the_previous_copy_readable(tmp_path):
     path = tmp_path / CHECKPOINT
     publish_dir(path, lambda tmp: (tmp / "meta.json").write_text('{"step": 2}'))

@@ -82,6 +82,10 @@ class Method:
         raise NotImplementedError
 
     # ---- resumable state (optional) ----------------------------------------------------
+    def start(self, ctx: TrainContext) -> None:
+        """Called by the training loop before a unit's first step (and before a checkpoint is
+        restored): reset whatever state the method carries from one unit to the next."""
+
     def state_dict(self) -> dict[str, Any]:
         """State the method carries across optimiser steps (a replay buffer, a schedule), for
         checkpoints: plain Python data and tensors only (read back with weights_only=True)."""

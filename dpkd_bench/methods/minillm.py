@@ -107,6 +107,19 @@ class MiniLLM(Method):
         super().__init__(config)
         self._rollout: dict | None = None
         self._uses_left = 0
+        self._device = None
+
+    def start(self, ctx) -> None:
+        """A unit starts with a fresh rollout."""
+        self._rollout, self._uses_left, self._device = None, 0, ctx.device
+
+    def state_dict(self) -> dict:
+        """The rollout in use and how many PPO epochs it still serves (resume mid-rollout)."""
+        return {"rollout": self._rollout, "uses_left": self._uses_left}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._rollout = _moved(state["rollout"], self._device)
+        self._uses_left = state["uses_left"]
 
     def weights(self):
         c = self.config
@@ -182,3 +195,12 @@ class MiniLLM(Method):
             gt = prepared["gt_pairs"]
             terms["ce"] = ce_sum(forward_logits(student, gt), gt)
         return terms
+
+
+def _moved(value, device):
+    """``value`` (tensors inside dicts) with every tensor on ``device``."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, dict):
+        return {key: _moved(item, device) for key, item in value.items()}
+    return value

@@ -40,24 +40,15 @@ class SkewMethod(TokenLevelMethod):
 
     def __init__(self, config=None):
         super().__init__(config)
-        self._schedule: AdaptiveOffPolicy | None = None
-        self._schedule_ctx = None
-        self._pending_state: dict | None = None
+        self._schedule = AdaptiveOffPolicy(self.config)
 
-    def _schedule_for(self, ctx) -> AdaptiveOffPolicy:
-        """The schedule of the unit that ``ctx`` belongs to (a fresh one for a new unit)."""
-        if self._schedule_ctx is not ctx:
-            self._schedule, self._schedule_ctx = AdaptiveOffPolicy(self.config), ctx
-            if self._pending_state is not None:
-                self._schedule.load_state_dict(self._pending_state)
-                self._pending_state = None
-        return self._schedule
+    def start(self, ctx) -> None:
+        self._schedule = AdaptiveOffPolicy(self.config)  # each unit starts at init_threshold
 
     def prepare(self, batch, ctx):
         source = "ground_truth"
         if self.config.adaptive:
-            schedule = self._schedule_for(ctx)
-            batch, source = schedule.batch(batch, ctx)
+            batch, source = self._schedule.batch(batch, ctx)
         prepared = prepare_ground_truth(batch, ctx)
         prepared["counts"]["batches"] = 1
         prepared["student_data"] = source != "ground_truth"
@@ -71,11 +62,10 @@ class SkewMethod(TokenLevelMethod):
         return terms
 
     def state_dict(self) -> dict:
-        return {"adaptive": self._schedule.state_dict()} if self._schedule is not None else {}
+        return {"adaptive": self._schedule.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
-        self._pending_state = state.get("adaptive")
-        self._schedule_ctx = None
+        self._schedule.load_state_dict(state["adaptive"])
 
 
 class SkewFKL(SkewMethod):
