@@ -101,7 +101,7 @@ def run_overrides(args) -> list[str]:
 
 
 def cmd_run(args) -> int:
-    from dpkd_bench.preflight import check_output_dir, check_pretrained
+    from dpkd_bench.preflight import check_run
     from dpkd_bench.recipe import load_recipe
     from dpkd_bench.runner import Runner
 
@@ -112,8 +112,7 @@ def cmd_run(args) -> int:
         print(format_plan(plan(recipe)))
         return 0
     out = Path(args.out or f"runs/{recipe.name}-{datetime.now():%Y%m%d-%H%M%S}")
-    check_output_dir(out)
-    check_pretrained(recipe)  # configs and tokenizers, before any weights load or train
+    check_run(recipe, out)  # --out, eval backend, configs and tokenizers: before any training
     if out.exists() and any(out.iterdir()) and not args.resume:
         raise UserError(
             f"output directory {out} is not empty; pass --resume to continue that run "

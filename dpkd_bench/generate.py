@@ -122,13 +122,21 @@ def decode(
     return torch.stack(tokens, dim=1)
 
 
+def cut_at_eos(row: Sequence[int], eos_id: int, keep_eos: bool = False) -> list[int]:
+    """A response up to its first EOS (kept or not); all of it when it has none."""
+    row = list(row)
+    end = row.index(eos_id) + (1 if keep_eos else 0) if eos_id in row else len(row)
+    return row[:end]
+
+
 def response_lists(responses: torch.Tensor, eos_id: int, keep_eos: bool) -> list[list[int]]:
     """Cut each decoded row at its first EOS (kept or not); drop the padding after it."""
-    out = []
-    for row in responses.tolist():
-        end = row.index(eos_id) + (1 if keep_eos else 0) if eos_id in row else len(row)
-        out.append(row[:end])
-    return out
+    return [cut_at_eos(row, eos_id, keep_eos) for row in responses.tolist()]
+
+
+def response_texts(tokenizer, responses: Sequence[Sequence[int]]) -> list[str]:
+    """Response texts as evaluation scores them: special tokens dropped, stripped."""
+    return [tokenizer.decode(list(r), skip_special_tokens=True).strip() for r in responses]
 
 
 def _device(model) -> torch.device:
@@ -189,7 +197,7 @@ def generate_texts(
         pad_id=tokenizer.pad_token_id,
         **kwargs,
     )
-    return [tokenizer.decode(r, skip_special_tokens=True).strip() for r in ids]
+    return response_texts(tokenizer, ids)
 
 
 # ---- several processes: each decodes its share of the prompts --------------------------------

@@ -6,6 +6,7 @@ Three tiers, cheapest first:
   it too): names that become paths, eval sets known, data paths present, and the longest
   sequence a run builds within the positions of models built here;
 * :func:`check_output_dir`: ``--out`` can be created and written;
+* :func:`check_eval_backend`: ``eval.backend: vllm`` has vllm importable and one process;
 * :func:`check_pretrained` (reads configs and tokenizers, never weights): for pretrained models,
   the weight format, the configs' vocabulary sizes and positions, and that teacher, student and
   tokenizer share one vocabulary, the same special tokens and chat template, and a pad token.
@@ -286,7 +287,19 @@ def check_pretrained(recipe: Recipe) -> None:
         check_tokenizer_fits(next(iter(tokenizers.values())), configs)
 
 
+# ---- evaluation backend -------------------------------------------------------------------
+def check_eval_backend(recipe: Recipe, processes: int = 1) -> None:
+    """``eval.backend: vllm`` needs vllm importable here and a run of one process."""
+    if recipe.eval.backend != "vllm":
+        return
+    from dpkd_bench.vllm_backend import check_processes, import_vllm
+
+    check_processes(processes)
+    import_vllm()
+
+
 def check_run(recipe: Recipe, out: str | Path) -> None:
     """Everything ``run`` checks before the Runner starts (the recipe was checked on load)."""
     check_output_dir(out)
+    check_eval_backend(recipe)
     check_pretrained(recipe)

@@ -24,6 +24,7 @@ from dpkd_bench.errors import RecipeError
 
 BUILTIN_RECIPES = ("synthetic", "synthetic-quick")
 DEFAULT_RECIPE = "synthetic"
+EVAL_BACKENDS = ("hf", "vllm")  # eval.backend: the built-in decoder, or vLLM
 KEY_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")  # one part of an override's key path
 
 
@@ -188,6 +189,10 @@ class EvalConfig(DecodingConfig):
     decoding: str = "sample"  # "sample" or "greedy"
     gen_seeds: list[int] = field(default_factory=lambda: [10, 20, 30, 40, 50])
     fidelity: bool = True  # teacher-fidelity figures (KL both ways, top-1 agreement, length)
+    # "hf": the built-in batched decoder (the reference); "vllm": a vLLM engine on the saved
+    # model (GPU machines, `pip install vllm`; one process only), see dpkd_bench/vllm_backend.py
+    backend: str = "hf"
+    vllm_gpu_memory_utilization: float = 0.5  # share of GPU memory vLLM may take (backend vllm)
 
     def __post_init__(self):
         super().__post_init__()
@@ -197,6 +202,16 @@ class EvalConfig(DecodingConfig):
             f"must be 'sample' or 'greedy' (got {self.decoding!r})",
         )
         require(len(self.gen_seeds) >= 1, "gen_seeds", "must list at least one seed")
+        require(
+            self.backend in EVAL_BACKENDS,
+            "backend",
+            f"must be one of {', '.join(EVAL_BACKENDS)} (got {self.backend!r})",
+        )
+        require(
+            0 < self.vllm_gpu_memory_utilization <= 1,
+            "vllm_gpu_memory_utilization",
+            "must be in (0, 1]",
+        )
 
 
 @dataclass

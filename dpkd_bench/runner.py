@@ -23,6 +23,11 @@ on-policy methods (and any sampling: teacher samples, evaluation) are not bit-id
 single-process run; teacher-forced methods train to the same weights up to the order of float
 additions. Teacher samples drawn by N > 1 processes are cached under their own name; those of a
 single process (or shipped with the package) are used by runs of any process count.
+
+Evaluation decodes with the built-in decoder, or, with ``eval.backend: vllm``, with one vLLM
+engine per evaluated model, built on the directory where that model is saved (the unit's
+``student/``, ``student_init/``, the cached or pretrained teacher) and released after its last
+eval set; a run with that backend must be a single process (:mod:`dpkd_bench.vllm_backend`).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import subprocess
 import sys
 import time
 import traceback
+from contextlib import nullcontext
 from dataclasses import asdict
 from datetime import datetime, timezone
 from functools import partial
@@ -68,6 +74,7 @@ from dpkd_bench.methods import get_method, parse_variant
 from dpkd_bench.methods.base import TEACHER_SAMPLES, Method, TrainContext
 from dpkd_bench.metrics import mean_over_generations, score_examples
 from dpkd_bench.models import build_model, freeze, load_pretrained, preflight_models, save_model
+from dpkd_bench.preflight import check_eval_backend
 from dpkd_bench.recipe import Recipe, SamplingConfig, TrainConfig, dump_yaml
 from dpkd_bench.results import (
     METRICS,
@@ -82,6 +89,7 @@ from dpkd_bench.results import (
 )
 from dpkd_bench.teacher_cache import build_cache, items_hash
 from dpkd_bench.train import BatchStream, check_shardable, train
+from dpkd_bench.vllm_backend import VllmDecoder
 
 TEACHER_FORMAT = 1  # bump when teacher training changes in a way that invalidates caches
 
@@ -154,6 +162,7 @@ class Runner:
         self.processes = self.accelerator.num_processes
         for cfg in (recipe.train, recipe.student.init_train):
             check_shardable(cfg.batch_size, self.processes)
+        check_eval_backend(recipe, self.processes)
         self.recipe = recipe
         self.run_dir = RunDir(self._from_main(Path(out)))  # a default --out names a time
         self.resume = resume
@@ -374,7 +383,7 @@ class Runner:
         if cfg.model.name_or_path:
             return freeze(load_pretrained(cfg.model.name_or_path, cfg.model))
         key = teacher_key(self.recipe, data)
-        path = self.cache / f"teacher-{key}"
+        path = self.teacher_dir(data)
         if self._from_main((path / "model.safetensors").is_file()):
             log(f"teacher: cached at {path}")
             return freeze(load_pretrained(path, cfg.model))
@@ -398,6 +407,10 @@ class Runner:
         )
         self._on_main(publish_model, model, data.tokenizer, path)
         return freeze(model)
+
+    def teacher_dir(self, data: PreparedData) -> Path:
+        """Where the teacher trained here is saved (cached by content hash)."""
+        return self.cache / f"teacher-{teacher_key(self.recipe, data)}"
 
     def saved_student_init(self):
         """With ``resume``, the run's own ``student_init`` when it was saved; else None."""
@@ -506,7 +519,7 @@ class Runner:
             model, train_info = self.train_unit(
                 name, method, seed, data, teacher, student_init, samples
             )
-            self.evaluate(model, data, unit_dir, name, seed, train_info)
+            self.evaluate(model, data, unit_dir, name, seed, train_info, unit_dir / "student")
         except Exception as err:  # one failing unit must not lose the others
             failure = {
                 "state": "failed",
@@ -588,16 +601,47 @@ class Runner:
 
     def evaluate_reference(self, name: str, model, data: PreparedData) -> None:
         seed = self.recipe.seeds[0]
-        self.evaluate(model, data, self.run_dir.unit_dir(name, seed), name, seed, None)
+        unit_dir = self.run_dir.unit_dir(name, seed)
+        self.evaluate(model, data, unit_dir, name, seed, None, self.reference_dir(name, data))
         self._on_main(self.record_unit, name, seed, {"state": "done", "error": None})
 
+    def reference_dir(self, name: str, data: PreparedData) -> str:
+        """Where the reference model ``name`` (teacher or student_init) is saved, or its name."""
+        if name == "teacher":
+            return self.recipe.teacher.model.name_or_path or str(self.teacher_dir(data))
+        return str(self.run_dir.root / "student_init")
+
+    def eval_engine(self, name: str, model_dir):
+        """A vLLM engine on the saved model (``eval.backend: vllm``), released on leaving it;
+        for the built-in decoder, an empty context that gives None."""
+        cfg = self.recipe.eval
+        if cfg.backend != "vllm":
+            return nullcontext()
+        log(f"eval {name}: vLLM engine on {model_dir}")
+        role = self.recipe.teacher if name == "teacher" else self.recipe.student
+        return VllmDecoder(
+            model_dir,
+            trust_remote_code=role.model.trust_remote_code,
+            gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
+        )
+
     def evaluate(
-        self, model, data: PreparedData, unit_dir: Path, name: str, seed: int, train_info
+        self,
+        model,
+        data: PreparedData,
+        unit_dir: Path,
+        name: str,
+        seed: int,
+        train_info,
+        model_dir: str | Path,
     ) -> dict:
-        scores = {
-            set_name: self.evaluate_set(model, data.tokenizer, eval_set, unit_dir, name)
-            for set_name, eval_set in data.eval_sets.items()
-        }
+        """Score ``model`` on every eval set; ``model_dir`` (where it is saved) serves the vLLM
+        backend, which builds one engine for all the sets and seeds."""
+        with self.eval_engine(name, model_dir) as engine:
+            scores = {
+                set_name: self.evaluate_set(model, data.tokenizer, eval_set, unit_dir, name, engine)
+                for set_name, eval_set in data.eval_sets.items()
+            }
         metrics = {"method": name, "seed": seed, "eval": scores}
         if train_info is not None:
             metrics["train"] = train_info
@@ -622,19 +666,37 @@ class Runner:
             )
         write_json(unit_dir / "metrics.json", metrics)
 
-    def evaluate_set(self, model, tokenizer, eval_set: EvalSet, unit_dir: Path, name: str) -> dict:
+    def evaluate_set(
+        self,
+        model,
+        tokenizer,
+        eval_set: EvalSet,
+        unit_dir: Path,
+        name: str,
+        engine: VllmDecoder | None = None,
+    ) -> dict:
+        """Generate, score and write one eval set: with ``engine`` (vLLM) when given, else with
+        the built-in decoder."""
         cfg = self.recipe.eval
         seeds = cfg.gen_seeds[:1] if cfg.decoding == "greedy" else cfg.gen_seeds
         references = [list(e.references) for e in eval_set.examples]
+        if engine is None:
+            decoder = partial(
+                generate_texts,
+                model.to(self.accelerator.device),
+                tokenizer,
+                batch_size=cfg.batch_size,
+            )
+        else:
+            decoder = partial(engine.generate_texts, tokenizer)
         predictions, per_seed = [], []
         for gen_seed in seeds:
             texts = self._sharded(
-                partial(generate_texts, model.to(self.accelerator.device), tokenizer),
+                decoder,
                 eval_set.prompt_ids,
                 gen_seed,
                 f"eval {name} {eval_set.name} seed {gen_seed}",
                 settings=decode_settings(cfg),
-                batch_size=cfg.batch_size,
             )
             if not self.main:  # the main process scores and writes
                 continue
@@ -683,22 +745,32 @@ def publish_model(model, tokenizer, path: Path) -> None:
     publish_dir(path, lambda tmp: save_model(model, tokenizer, tmp))
 
 
-def differences(old: dict, new: dict, prefix: str = "") -> list[str]:
-    """'key: a in the run, b now' for every leaf where two nested mappings differ."""
+def differences(old: dict, new: dict, prefix: str = "", defaults: dict | None = None) -> list[str]:
+    """'key: a in the run, b now' for every leaf where two nested mappings differ.
+
+    A key missing from ``old`` whose value in ``new`` is its value in ``defaults`` (a key added
+    to the recipe since the run was made, left at its default) is no difference.
+    """
+    defaults = defaults if isinstance(defaults, dict) else {}
     found = []
     for key in sorted(set(old) | set(new), key=str):
         then, now = old.get(key, "<unset>"), new.get(key, "<unset>")
         if isinstance(then, dict) and isinstance(now, dict):
-            found += differences(then, now, f"{prefix}{key}.")
-        elif then != now:
+            found += differences(then, now, f"{prefix}{key}.", defaults.get(key))
+        elif then != now and not (key not in old and key in defaults and now == defaults[key]):
             found.append(f"{prefix}{key}: {then!r} in the run, {now!r} now")
     return found
+
+
+def plain_recipe(recipe: Recipe) -> dict:
+    """The recipe as the manifest stores it (JSON types)."""
+    return json.loads(json.dumps(recipe.to_dict()))
 
 
 def check_same_recipe(manifest: dict, recipe: Recipe, root: Path) -> None:
     """Raise a user error unless the run in ``root`` was made with ``recipe``."""
     then = manifest.get("recipe") if isinstance(manifest.get("recipe"), dict) else {}
-    changes = differences(then, json.loads(json.dumps(recipe.to_dict())))
+    changes = differences(then, plain_recipe(recipe), defaults=plain_recipe(Recipe()))
     if changes:
         more = f"; and {len(changes) - 3} more" if len(changes) > 3 else ""
         raise RecipeError(

@@ -25,11 +25,11 @@ from dpkd_bench.checkpoint import (
 )
 from dpkd_bench.cli import main
 from dpkd_bench.data.collate import IGNORE
-from dpkd_bench.errors import DataError
+from dpkd_bench.errors import DataError, RecipeError
 from dpkd_bench.methods import METHODS
 from dpkd_bench.methods.gkd import GKD
 from dpkd_bench.recipe import TrainConfig, load_recipe
-from dpkd_bench.runner import check_same_data
+from dpkd_bench.runner import check_same_data, check_same_recipe, plain_recipe
 from dpkd_bench.train import BatchStream, train
 
 from .test_train_generate import context, items
@@ -291,6 +291,16 @@ def test_resume_refuses_another_recipe_and_non_runs(tmp_path, capsys):
     assert "not a dpkd-bench run directory" in capsys.readouterr().err
     assert main(["run", *QUICK, "--out", str(other), *TINY]) == 2
     assert "pass --resume" in capsys.readouterr().err
+
+
+def test_keys_added_since_the_run_count_only_when_changed():
+    recipe = load_recipe("synthetic-quick", TINY)
+    then = plain_recipe(recipe)
+    del then["eval"]["backend"]  # a run made before the key existed
+    check_same_recipe({"recipe": then}, recipe, "DIR")  # left at its default: same recipe
+    recipe.eval.backend = "vllm"
+    with pytest.raises(RecipeError, match=r"eval.backend: '<unset>' in the run, 'vllm' now"):
+        check_same_recipe({"recipe": then}, recipe, "DIR")
 
 
 def test_resume_refuses_other_data():
