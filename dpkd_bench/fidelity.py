@@ -38,7 +38,7 @@ import torch
 
 from dpkd_bench import losses
 from dpkd_bench.data.collate import collate_pairs, encode_pair
-from dpkd_bench.methods.base import forward_logits, shifted_labels, to_device
+from dpkd_bench.methods.base import response_logits, shifted_labels, to_device
 from dpkd_bench.results import GENERATIONS, read_jsonl, write_json
 
 FIDELITY_FILE = "fidelity.json"
@@ -150,9 +150,9 @@ def teacher_fidelity(
             _, mask = shifted_labels(batch)
             t_rows = kept.get(
                 (eval_set.name, batch_size, max_length, start),
-                lambda batch=batch, mask=mask: forward_logits(teacher, batch)[mask],
+                lambda batch=batch, mask=mask: response_logits(teacher, batch, mask),
             )
-            s_rows = forward_logits(student, batch)[mask]
+            s_rows = response_logits(student, batch, mask)
             ones = torch.ones(1, s_rows.shape[0], dtype=torch.bool, device=s_rows.device)
             sums = batch_sums(s_rows[None], t_rows[None], ones)
             totals += torch.stack([s.detach().double().cpu() for s in sums])

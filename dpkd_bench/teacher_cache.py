@@ -53,6 +53,7 @@ import torch
 import torch.nn.functional as F
 
 from dpkd_bench.data.collate import IGNORE, collate_pairs
+from dpkd_bench.methods.base import response_logits
 
 CACHE_FORMAT = 1
 DEFAULT_K = 64
@@ -277,9 +278,8 @@ def _teacher_rows(teacher, items: Sequence[dict], pad_id: int, k: int, device) -
     """Top-k rows of a batch of items, in item order (response tokens only)."""
     pairs = collate_pairs([i["prompts"] for i in items], [i["responses"] for i in items], pad_id)
     pairs = {name: t.to(device) for name, t in pairs.items()}
-    logits = teacher(input_ids=pairs["input_ids"], attention_mask=pairs["attention_mask"]).logits
     mask = pairs["labels"][:, 1:] != IGNORE
-    return topk_rows(logits[:, :-1][mask], k)
+    return topk_rows(response_logits(teacher, pairs, mask), k)
 
 
 def _write_shard(

@@ -147,7 +147,7 @@ def terms_and_grads(method, student, prepared, ctx):
 
 
 @pytest.mark.parametrize("name", TOKEN_LEVEL)
-def test_exact_path_is_bitwise_the_full_tensor_formula(name, tokenizer, make_model):
+def test_exact_path_is_the_full_tensor_formula(name, tokenizer, make_model):
     method = get_method(name, **TOKEN_LEVEL[name])
     student, teacher = make_model(seed=5), make_model(n_layer=2, seed=6).eval()
     ctx = context(tokenizer, student, teacher)
@@ -161,8 +161,12 @@ def test_exact_path_is_bitwise_the_full_tensor_formula(name, tokenizer, make_mod
     ce = losses.masked_sum(losses.token_cross_entropy(s_logits, labels), mask)
     distill = losses.masked_sum(method.divergence(s_logits, t_logits), mask)
     (ce + distill).backward()
-    assert torch.equal(terms["ce"], ce) and torch.equal(terms["distill"], distill)
-    assert all(torch.equal(g, p.grad) for g, p in zip(grads, student.parameters(), strict=True))
+    # the same per-row values, summed the same way: only the output projection's matmul (over
+    # the response rows instead of every position) may round differently
+    torch.testing.assert_close(terms["ce"], ce, rtol=1e-6, atol=0)
+    torch.testing.assert_close(terms["distill"], distill, rtol=1e-6, atol=1e-7)
+    for g, p in zip(grads, student.parameters(), strict=True):
+        torch.testing.assert_close(g, p.grad, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", TOKEN_LEVEL)

@@ -17,6 +17,7 @@ A method is one file: its ``Config`` dataclass (official defaults, ranges checke
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
@@ -137,15 +138,81 @@ def teacher_logits(ctx: TrainContext, pairs: dict[str, torch.Tensor]) -> torch.T
         return forward_logits(ctx.teacher, pairs)
 
 
+def _forward_source(model) -> str:
+    """The source of the forward of ``model`` (unwrapped from DDP/FSDP/compile wrappers)."""
+    while hasattr(model, "module") or hasattr(model, "_orig_mod"):
+        model = getattr(model, "module", None) or model._orig_mod
+    forward = type(model).forward
+    if forward not in _SOURCES:
+        try:
+            _SOURCES[forward] = inspect.getsource(forward)
+        except (OSError, TypeError):
+            _SOURCES[forward] = ""
+    return _SOURCES[forward]
+
+
+_SOURCES: dict = {}
+
+
+def keeps_masked_logits(model) -> bool:
+    """Whether ``model`` computes its logits on the positions of a boolean ``logits_to_keep``
+    mask only (transformers' ``slice_logits_to_keep``, used by the causal LMs of
+    transformers 5)."""
+    return "slice_logits_to_keep" in _forward_source(model)
+
+
+def response_logits(model, pairs: dict[str, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+    """``forward_logits(model, pairs)[mask]`` without projecting the other positions on the
+    vocabulary. [N, V]
+
+    ``mask`` [B, L-1] marks the positions wanted (the response positions of
+    ``shifted_labels``). The body of the model still runs on every position; only the output
+    projection (the ``lm_head``, [H, V] per position) is restricted, which skips most of its cost
+    and of the ``[B, L, V]`` logits' memory when prompts are long or vocabularies large. Models
+    that take a boolean ``logits_to_keep`` get exactly the masked rows; other models with an
+    integer ``logits_to_keep`` get the positions from the first masked column on; others the
+    full logits. The rows are those of the full computation up to the rounding of a matmul over
+    fewer rows.
+    """
+    kwargs = {"input_ids": pairs["input_ids"], "attention_mask": pairs["attention_mask"]}
+    if keeps_masked_logits(model):
+        keep = torch.cat([mask, torch.zeros_like(mask[:, :1])], dim=1)
+        return model(**kwargs, logits_to_keep=keep).logits
+    columns = mask.any(0).nonzero()
+    first = int(columns[0]) if len(columns) else mask.shape[1]
+    if first == 0 or "logits_to_keep" not in _forward_source(model):
+        return forward_logits(model, pairs)[mask]
+    logits = model(**kwargs, logits_to_keep=mask.shape[1] + 1 - first).logits[:, :-1]
+    return logits[mask[:, first:]]
+
+
+def teacher_response_logits(ctx: TrainContext, pairs: dict, mask: torch.Tensor) -> torch.Tensor:
+    """The frozen teacher's ``response_logits``, without autograd. [N, V]"""
+    with torch.no_grad():
+        return response_logits(ctx.teacher, pairs, mask)
+
+
 def shifted_labels(pairs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """(labels [B, L-1], mask [B, L-1]) for the positions that predict a response token."""
     labels = pairs["labels"][:, 1:]
     return labels, labels != IGNORE
 
 
-def ce_sum(logits: torch.Tensor, pairs: dict[str, torch.Tensor]) -> torch.Tensor:
+def scatter_sum(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Sum of per-row values [N] placed at the set positions of ``mask`` [B, T]. -> scalar
+
+    The same sum, bit for bit, as ``losses.masked_sum`` of the full per-position values.
+    """
+    full = torch.zeros(mask.shape, dtype=values.dtype, device=values.device)
+    return losses.masked_sum(full.masked_scatter(mask, values), mask)
+
+
+def response_ce_sum(model, pairs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Summed next-token CE of ``model`` on the response tokens of ``pairs``, with the logits of
+    the response positions only (``response_logits``). -> scalar"""
     labels, mask = shifted_labels(pairs)
-    return losses.masked_sum(losses.token_cross_entropy(logits, labels), mask)
+    rows = response_logits(model, pairs, mask)
+    return scatter_sum(losses.token_cross_entropy(rows[None], labels[mask][None])[0], mask)
 
 
 @torch.no_grad()

@@ -26,8 +26,7 @@ import torch
 from dpkd_bench.data.collate import collate_pairs
 from dpkd_bench.methods.base import (
     TrainContext,
-    ce_sum,
-    forward_logits,
+    response_ce_sum,
     response_token_count,
     sample_student,
     to_device,
@@ -102,7 +101,7 @@ def validation_ce(ctx: TrainContext, batch_size: int) -> float:
             ),
             ctx.device,
         )
-        total += float(ce_sum(forward_logits(student, pairs), pairs))
+        total += float(response_ce_sum(student, pairs))
         count += response_token_count(pairs["labels"])
     student.train(was_training)
     return total / max(count, 1)

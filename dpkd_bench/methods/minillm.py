@@ -31,9 +31,9 @@ from dpkd_bench.data.collate import collate_pairs, collate_prompts
 from dpkd_bench.generate import decode, response_lists
 from dpkd_bench.methods.base import (
     Method,
-    ce_sum,
     forward_logits,
     prepare_ground_truth,
+    response_ce_sum,
     response_token_count,
     shifted_labels,
     teacher_logits,
@@ -193,7 +193,7 @@ class MiniLLM(Method):
         }
         if self.config.ce_weight:
             gt = prepared["gt_pairs"]
-            terms["ce"] = ce_sum(forward_logits(student, gt), gt)
+            terms["ce"] = response_ce_sum(student, gt)
         return terms
 
 

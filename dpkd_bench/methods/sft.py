@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dpkd_bench.methods.base import Method, ce_sum, forward_logits
+from dpkd_bench.methods.base import Method, response_ce_sum
 
 
 @dataclass
@@ -23,4 +23,4 @@ class SFT(Method):
         return {"ce": 1.0}
 
     def loss_terms(self, student, prepared, ctx):
-        return {"ce": ce_sum(forward_logits(student, prepared["pairs"]), prepared["pairs"])}
+        return {"ce": response_ce_sum(student, prepared["pairs"])}

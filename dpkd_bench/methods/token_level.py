@@ -2,9 +2,10 @@
 
 A token-level method names one per-token divergence of ``dpkd_bench.losses``; the CE and the
 divergence are both averaged over the response tokens of the whole accumulated batch, with one
-student forward and one teacher forward per micro-batch. Both are computed on the response
-positions only (the rows of ``labels[:, 1:] != -100``) and scattered back before the masked sum,
-so the values and gradients are bit for bit those of the full ``[B, T, V]`` computation.
+student forward and one teacher forward per micro-batch. The logits, the CE and the divergence
+are computed on the response positions only (the rows of ``labels[:, 1:] != -100``; see
+``base.response_logits``) and scattered back before the masked sum, so the values and gradients
+are those of the full ``[B, T, V]`` computation up to the rounding of the output projection.
 
 Teacher-logit cache (``teacher_cache_k`` > 0 and a cache attached with
 :meth:`TokenLevelMethod.use_teacher_cache`): a micro-batch whose every (prompt, response) pair
@@ -24,9 +25,10 @@ import torch
 from dpkd_bench import losses, teacher_cache
 from dpkd_bench.methods.base import (
     Method,
-    forward_logits,
+    response_logits,
+    scatter_sum,
     shifted_labels,
-    teacher_logits,
+    teacher_response_logits,
 )
 from dpkd_bench.recipe import require
 
@@ -49,15 +51,6 @@ class MixedConfig:
     def __post_init__(self):
         require(0.0 <= self.kd_ratio <= 1.0, "kd_ratio", "must be in [0, 1]")
         check_cache_k(self.teacher_cache_k)
-
-
-def scatter_sum(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Sum of per-row values [N] placed at the set positions of ``mask`` [B, T]. -> scalar
-
-    The same sum, bit for bit, as ``losses.masked_sum`` of the full per-position values.
-    """
-    full = torch.zeros(mask.shape, dtype=values.dtype, device=values.device)
-    return losses.masked_sum(full.masked_scatter(mask, values), mask)
 
 
 class TokenLevelMethod(Method):
@@ -111,7 +104,7 @@ class TokenLevelMethod(Method):
         """Per-token divergence of the response rows [N, V] -> [N]."""
         cached = self.cached_teacher(prepared)
         if cached is None:
-            teacher_rows = teacher_logits(ctx, prepared["pairs"])[mask]
+            teacher_rows = teacher_response_logits(ctx, prepared["pairs"], mask)
             return self.divergence(student_rows[None], teacher_rows[None])[0]
         device = student_rows.device
         return self.cached_divergence(student_rows, tuple(t.to(device) for t in cached))
@@ -119,7 +112,7 @@ class TokenLevelMethod(Method):
     def loss_terms(self, student, prepared, ctx):
         pairs = prepared["pairs"]
         labels, mask = shifted_labels(pairs)
-        student_rows = forward_logits(student, pairs)[mask]  # [N, V], response positions
+        student_rows = response_logits(student, pairs, mask)  # [N, V], response positions
         ce = losses.token_cross_entropy(student_rows[None], labels[mask][None])[0]
         distill = self.distill_values(student_rows, prepared, ctx, mask)
         return {"ce": scatter_sum(ce, mask), "distill": scatter_sum(distill, mask)}
