@@ -8,6 +8,7 @@ import torch
 from transformers import GPT2LMHeadModel
 
 from dpkd_bench.data.collate import collate_pairs
+from dpkd_bench.methods import METHODS, base, get_method
 from dpkd_bench.methods.base import (
     forward_logits,
     keeps_masked_logits,
@@ -15,6 +16,8 @@ from dpkd_bench.methods.base import (
     response_logits,
     shifted_labels,
 )
+
+from .test_train_generate import context, items
 
 
 class IntegerKeep(GPT2LMHeadModel):
@@ -117,3 +120,37 @@ def test_response_ce_sum_is_the_masked_cross_entropy(make_model, pairs):
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     got.backward()  # the gradient reaches the body through the kept rows
     assert model.transformer.wte.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_method_has_the_terms_of_the_full_projection(
+    name, tokenizer, make_model, monkeypatch
+):
+    """Each method's terms and gradients with the response rows only equal those computed from
+    the logits of every position (``response_logits``' fallback, forced here)."""
+    method = get_method(name, **({"lmbda": 1.0} if name == "gkd" else {}))
+    student, teacher = make_model(seed=5), make_model(n_layer=2, seed=6).eval()
+    data = [{**d, "teacher_responses": d["responses"][1:]} for d in items(tokenizer, 6)]
+    ctx = context(tokenizer, student, teacher)
+    method.start(ctx)
+    batch = {key: [d[key] for d in data] for key in data[0]}
+
+    def terms_and_grads():
+        student.zero_grad()
+        seen = projected_rows(student)
+        terms = method.loss_terms(student, prepared, ctx)
+        sum(value for value in terms.values() if value.requires_grad).backward()
+        student.get_output_embeddings()._forward_hooks.clear()
+        return terms, [p.grad.clone() for p in student.parameters()], sum(seen)
+
+    with torch.no_grad():
+        prepared = method.prepare(batch, ctx)
+    rows_terms, rows_grads, rows_projected = terms_and_grads()
+    monkeypatch.setattr(base, "_forward_source", lambda model: "")  # full logits, then [mask]
+    full_terms, full_grads, full_projected = terms_and_grads()
+    assert rows_projected < full_projected  # the fast path projected fewer positions
+    assert rows_terms.keys() == full_terms.keys()
+    for key, value in rows_terms.items():
+        torch.testing.assert_close(value, full_terms[key], rtol=1e-5, atol=1e-6, msg=key)
+    for got, want in zip(rows_grads, full_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)

@@ -198,13 +198,24 @@ def shifted_labels(pairs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.
     return labels, labels != IGNORE
 
 
+def scatter_rows(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-row values [N] placed at the set positions of ``mask`` [B, T], 0 elsewhere. [B, T]"""
+    full = torch.zeros(mask.shape, dtype=values.dtype, device=values.device)
+    return full.masked_scatter(mask, values)
+
+
 def scatter_sum(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Sum of per-row values [N] placed at the set positions of ``mask`` [B, T]. -> scalar
 
     The same sum, bit for bit, as ``losses.masked_sum`` of the full per-position values.
     """
-    full = torch.zeros(mask.shape, dtype=values.dtype, device=values.device)
-    return losses.masked_sum(full.masked_scatter(mask, values), mask)
+    return losses.masked_sum(scatter_rows(values, mask), mask)
+
+
+def row_logprobs(rows: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """log softmax(rows)[label] of the response rows ``rows`` [N, V] (``response_logits``),
+    placed back at their positions: ``losses.token_logprobs`` of the full logits. [B, T]"""
+    return scatter_rows(losses.token_logprobs(rows[None], labels[mask][None])[0], mask)
 
 
 def response_ce_sum(model, pairs: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -27,11 +27,13 @@ from dpkd_bench import losses
 from dpkd_bench.data.collate import collate_pairs
 from dpkd_bench.methods.base import (
     Method,
-    forward_logits,
+    response_logits,
     response_token_count,
+    row_logprobs,
     sample_student,
+    scatter_sum,
     shifted_labels,
-    teacher_logits,
+    teacher_response_logits,
     to_device,
 )
 from dpkd_bench.recipe import require
@@ -100,11 +102,15 @@ class DPKD(Method):
     def loss_terms(self, student, prepared, ctx):
         c, n, pairs = self.config, prepared["n"], prepared["pairs"]
         labels, mask = shifted_labels(pairs)
-        s_logits = forward_logits(student, pairs)  # [3n, T, V]
-        t_logits = teacher_logits(ctx, _rows(pairs, slice(n, None)))  # [2n, T, V]
-        s_seq = losses.sequence_logprob(s_logits[n:], labels[n:], mask[n:])  # [2n]
-        t_seq = losses.sequence_logprob(t_logits, labels[n:], mask[n:])
+        # response rows only, in row order: [ground truth; y_t; y_s] for the student, [y_t; y_s]
+        # for the teacher; the blocks' row counts split them
+        s_rows = response_logits(student, pairs, mask)  # [N, V]
+        t_rows = teacher_response_logits(ctx, _rows(pairs, slice(n, None)), mask[n:])
+        s_logp = row_logprobs(s_rows, labels, mask)  # [3n, T]
+        t_logp = row_logprobs(t_rows, labels[n:], mask[n:])  # [2n, T]
+        s_seq, t_seq = s_logp[n:].sum(-1), t_logp.sum(-1)  # [2n]: 0 off the responses
         lengths = mask[n:].sum(-1)
+        first, chosen = int(mask[:n].sum()), int(mask[n : 2 * n].sum())
         margin = losses.dpkd_implicit_reward_margin(
             *(s_seq[:n], t_seq[:n], s_seq[n:], t_seq[n:], lengths[:n], lengths[n:]),
             beta=c.beta,
@@ -113,12 +119,11 @@ class DPKD(Method):
         )
         pref = -F.logsigmoid(margin)  # dpkd_sequence_terms, from the one margin
         margin = margin.detach()
-        rkl = losses.token_reverse_kl(s_logits[2 * n :], t_logits[n:])
-        ce = losses.token_cross_entropy(s_logits[:n], labels[:n])
+        rkl = losses.token_reverse_kl(s_rows[None, first + chosen :], t_rows[None, chosen:])[0]
         return {
             "pref": pref.sum(),
-            "rkl": losses.masked_sum(rkl, mask[2 * n :]),
-            "ce": losses.masked_sum(ce, mask[:n]),
+            "rkl": scatter_sum(rkl, mask[2 * n :]),
+            "ce": losses.masked_sum(-s_logp[:n], mask[:n]),
             "reward_acc": (margin > 0).float().sum(),
             "reward_margin": margin.sum(),
         }

@@ -31,12 +31,14 @@ from dpkd_bench.data.collate import collate_pairs, collate_prompts
 from dpkd_bench.generate import decode, response_lists
 from dpkd_bench.methods.base import (
     Method,
-    forward_logits,
     prepare_ground_truth,
     response_ce_sum,
+    response_logits,
     response_token_count,
+    row_logprobs,
+    scatter_sum,
     shifted_labels,
-    teacher_logits,
+    teacher_response_logits,
     to_device,
 )
 from dpkd_bench.recipe import require
@@ -151,10 +153,10 @@ class MiniLLM(Method):
         samples = response_lists(out.cpu(), ctx.tokenizer.eos_token_id, keep_eos=True)
         pairs = to_device(collate_pairs(prompts, samples, ctx.tokenizer.pad_token_id), ctx.device)
         labels, mask = shifted_labels(pairs)
-        log_q_old = losses.token_logprobs(forward_logits(ctx.student, pairs), labels)
+        log_q_old = row_logprobs(response_logits(ctx.student, pairs, mask), labels, mask)
         ctx.student.train(was_training)
-        t_logits = teacher_logits(ctx, pairs)  # constant: reused by every PPO epoch
-        log_p = losses.token_logprobs(t_logits, labels)
+        t_rows = teacher_response_logits(ctx, pairs, mask)  # [N, V]: reused by every PPO epoch
+        log_p = row_logprobs(t_rows, labels, mask)
         alpha = self.config.mix_alpha
         log_mix = (
             log_q_old
@@ -169,7 +171,7 @@ class MiniLLM(Method):
             "pairs": pairs,
             "gt_pairs": gt["pairs"],
             "log_q_old": log_q_old,
-            "teacher_logits": t_logits,
+            "teacher_rows": t_rows,
             "weight": (log_q_old - log_mix).exp() * fmask,
             "rewards": rewards * fmask,
             "advantages": whiten(advantages, fmask) if c.whiten_advantages else advantages,
@@ -179,15 +181,14 @@ class MiniLLM(Method):
     def loss_terms(self, student, prepared, ctx):
         pairs, eps = prepared["pairs"], self.config.clip_epsilon
         labels, mask = shifted_labels(pairs)
-        s_logits = forward_logits(student, pairs)
-        t_logits = prepared["teacher_logits"]
-        single = losses.token_reverse_kl(s_logits, t_logits)
-        log_ratio = losses.token_logprobs(s_logits, labels) - prepared["log_q_old"]
+        s_rows = response_logits(student, pairs, mask)  # [N, V]
+        single = losses.token_reverse_kl(s_rows[None], prepared["teacher_rows"][None])[0]
+        log_ratio = row_logprobs(s_rows, labels, mask) - prepared["log_q_old"]
         ratio = log_ratio.exp() * prepared["weight"]
         advantage = prepared["advantages"]
         surrogate = torch.maximum(-advantage * ratio, -advantage * ratio.clamp(1 - eps, 1 + eps))
         terms = {
-            "single_step": losses.masked_sum(single, mask),
+            "single_step": scatter_sum(single, mask),
             "pg": losses.masked_sum(surrogate, mask),
             "reward": prepared["rewards"].sum(),
         }
