@@ -52,6 +52,9 @@ class _CachedModel:
         # transformers >= 5.2x names the KV cache ``cache``; older releases ``past_key_values``.
         params = inspect.signature(model.forward).parameters
         self.cache_arg = "cache" if "cache" in params else "past_key_values"
+        # only the last position's logits are used: the prompt's prefill skips the output
+        # projection of every other position where the model allows it
+        self.keep = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
 
     def next_logits(self, ids: torch.Tensor) -> torch.Tensor:
         """Feed ``ids`` [B, L] (the prompt first, then one token) and return logits [B, V]."""
@@ -62,6 +65,7 @@ class _CachedModel:
             position_ids=positions,
             use_cache=True,
             **{self.cache_arg: self.cache},
+            **self.keep,
         )
         self.cache = getattr(out, self.cache_arg)
         return out.logits[:, -1].float()

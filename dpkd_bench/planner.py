@@ -12,8 +12,11 @@ Estimates (upper bounds where the data decides):
 * every training sequence is ``data.max_length`` tokens and every prompt
   ``data.max_prompt_len`` (pass ``seq_len`` / ``prompt_len`` for measured averages); every
   sample runs to ``max_new_tokens``; Hub data sets have unknown sizes (shown as ``?``);
-* FLOPs: 6 N per trained token (forward + backward), 2 N per forward-only token (teacher
-  forwards, sampling with a KV cache, prompt prefill), N = the model's parameter count;
+* FLOPs: 2 N per token of a forward pass and 3 times that for forward + backward, N = the
+  model's parameter count, except that the output projection (d V of N) runs only on the
+  positions whose logits are used (``methods.base.response_logits``; decoding: the last one):
+  the response positions of a teacher-forced pass, one per prompt in a prefill, every sampled
+  token;
 * peak memory (bytes), per unit on one device::
 
       4 N_s (fp32 weights) + 4 N_s (grads) + 8 N_s (AdamW m, v) + w N_t (frozen teacher, fp32)
@@ -21,7 +24,8 @@ Estimates (upper bounds where the data decides):
 
   training activations = L b s d (34 + 5 a s / d) * c  (Korthikanti et al. 2022, per layer,
   no recomputation; with gradient checkpointing L b s d * 2c + one layer's full term)
-  + 5 b s V * 4 (student logits, log-softmax, grad; teacher logits, log-softmax, fp32);
+  + 5 b r V * 4 (student logits, log-softmax, grad; teacher logits, log-softmax, fp32, on
+  the r = seq_len - prompt_len response positions only);
   c = 2 bytes (x2 for fp32, x1 under bf16/fp16 autocast); b = micro-batch rows, s = seq_len,
   L layers, d width, a heads, V vocabulary; KV cache = 2 L d b (prompt_len + max_new_tokens) * 4
   for each model that samples. The teacher row is its own training when the toolkit trains it.
@@ -288,6 +292,18 @@ class Shapes:
     n_train: int | None
     bytes_per_act: int
 
+    @property
+    def response_len(self) -> int:
+        """Response positions of a training sequence (the ones with logits)."""
+        return max(1, self.seq_len - self.prompt_len)
+
+
+def forward_flops(size: ModelSize, tokens: float, logit_tokens: float) -> float:
+    """FLOPs of forward passes over ``tokens`` positions, ``logit_tokens`` of them projected
+    onto the vocabulary (2 per parameter and position; the projection only where needed)."""
+    head = size.d_model * size.vocab
+    return 2 * ((size.params - head) * tokens + head * logit_tokens)
+
 
 def eval_prompts(recipe: Recipe) -> int | None:
     """Eval prompts per evaluation (every set, every generation seed), when known."""
@@ -319,7 +335,7 @@ def activation_bytes(size: ModelSize, rows: float, s: Shapes, checkpointing: boo
         layers = n_layer * rows * seq * d * s.bytes_per_act + one_layer
     else:
         layers = n_layer * one_layer
-    return layers + 5 * rows * seq * size.vocab * 4
+    return layers + 5 * rows * s.response_len * size.vocab * 4
 
 
 def kv_cache_bytes(size: ModelSize, rows: float, s: Shapes) -> float:
@@ -350,9 +366,18 @@ def training_row(
     teacher_tokens = sequences * work.teacher_forward * s.seq_len
     if work.teacher_in_sampling:
         teacher_tokens += generated + samples * s.prompt_len
-    flops = 6 * student.params * sequences * work.student_train * s.seq_len
-    flops += 2 * student.params * (forward_only + generated)
-    flops += 2 * (teacher.params if teacher is not None else 0) * teacher_tokens
+    trained = sequences * work.student_train
+    flops = 3 * forward_flops(student, trained * s.seq_len, trained * s.response_len)
+    forward_rows = sequences * work.student_forward
+    flops += forward_flops(
+        student, forward_only + generated, forward_rows * s.response_len + samples + generated
+    )
+    if teacher is not None:
+        forced = sequences * work.teacher_forward
+        logit_tokens = forced * s.response_len
+        if work.teacher_in_sampling:
+            logit_tokens += samples + generated
+        flops += forward_flops(teacher, teacher_tokens, logit_tokens)
     return PlanRow(
         name=name,
         units=units,
@@ -374,7 +399,8 @@ def add_eval(row: PlanRow, size: ModelSize, evaluations: int, s: Shapes) -> Plan
         return row
     prompts = evaluations * s.eval_prompts
     row.eval_generated_tokens = prompts * s.eval_tokens
-    row.flops += 2 * size.params * (row.eval_generated_tokens + prompts * s.prompt_len)
+    generated = row.eval_generated_tokens
+    row.flops += forward_flops(size, generated + prompts * s.prompt_len, generated + prompts)
     return row
 
 
@@ -384,10 +410,12 @@ def _add_teacher_pass(row: PlanRow, teacher: ModelSize, s: Shapes, generate: boo
         return
     if generate:
         row.generated_tokens = (row.generated_tokens or 0) + s.n_train * s.gen_tokens
-        row.flops += 2 * teacher.params * s.n_train * (s.prompt_len + s.gen_tokens)
+        row.flops += forward_flops(
+            teacher, s.n_train * (s.prompt_len + s.gen_tokens), s.n_train * (1 + s.gen_tokens)
+        )
     else:
         row.teacher_forwards = (row.teacher_forwards or 0) + s.n_train
-        row.flops += 2 * teacher.params * s.n_train * s.seq_len
+        row.flops += forward_flops(teacher, s.n_train * s.seq_len, s.n_train * s.response_len)
 
 
 def _no_steps(cfg: TrainConfig) -> TrainConfig:

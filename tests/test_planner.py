@@ -94,3 +94,11 @@ def test_plan_loads_no_data_and_no_weights(monkeypatch):
     monkeypatch.setattr(planner, "recipe_vocab", lambda recipe: 1024)
     result = planner.plan(load_recipe("synthetic"))
     assert result.sizes["student"].params == planner.model_size(ModelConfig(), 1024).params
+
+
+def test_the_output_projection_counts_only_on_positions_with_logits():
+    size = planner.ModelSize(params=1000, n_layer=1, d_model=4, n_head=1, vocab=50, source="test")
+    assert planner.forward_flops(size, 10, 10) == 2 * 1000 * 10  # every position projected: 2 N
+    assert planner.forward_flops(size, 10, 2) == 2 * (
+        800 * 10 + 200 * 2
+    )  # body everywhere, head on 2

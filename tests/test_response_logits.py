@@ -1,5 +1,6 @@
 """``response_logits``: the output projection runs on the response positions only, whatever
-slicing the model's forward supports, and the rows are those of the full logits."""
+slicing the model's forward supports, and the rows are those of the full logits; decoding
+projects the last position only."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import pytest
 import torch
 from transformers import GPT2LMHeadModel
 
-from dpkd_bench.data.collate import collate_pairs
+from dpkd_bench import generate
+from dpkd_bench.data.collate import collate_pairs, collate_prompts
+from dpkd_bench.generate import DecodeSettings, decode
 from dpkd_bench.methods import METHODS, base, get_method
 from dpkd_bench.methods.base import (
     forward_logits,
@@ -154,3 +157,30 @@ def test_every_method_has_the_terms_of_the_full_projection(
         torch.testing.assert_close(value, full_terms[key], rtol=1e-5, atol=1e-6, msg=key)
     for got, want in zip(rows_grads, full_grads, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_decoding_projects_only_the_last_position_and_decodes_the_same(
+    tokenizer, make_model, monkeypatch
+):
+    model = make_model(seed=3).eval()
+    prompts = collate_prompts([[5, 6, 7, 8, 9, 10], [11, 12], [13, 14, 15, 16]], 0)
+    settings = DecodeSettings(greedy=True, max_new_tokens=4)
+
+    def greedy():
+        seen = projected_rows(model)
+        out = decode(model, prompts["input_ids"], prompts["attention_mask"], settings, 2, 0)
+        model.get_output_embeddings()._forward_hooks.clear()
+        return out, seen
+
+    fast, seen = greedy()
+    assert seen[0] == 3 * model.config.n_embd  # the prefill: one position per prompt
+    original = generate._CachedModel.__init__
+
+    def full_logits(self, *args):
+        original(self, *args)
+        self.keep = {}
+
+    monkeypatch.setattr(generate._CachedModel, "__init__", full_logits)
+    slow, seen = greedy()
+    assert seen[0] == prompts["input_ids"].numel() * model.config.n_embd
+    assert torch.equal(fast, slow)
