@@ -396,7 +396,7 @@ class Runner:
         log(f"teacher: training {cfg.model.n_layer}x{cfg.model.n_embd} for {cfg.train.steps} steps")
         model = build_model(cfg.model, data.tokenizer, seed=data_seed(self.recipe))
         self._train(
-            get_method("sft"),
+            get_method("sft", response_rows=False),  # the shipped teacher's numerics (SFTConfig)
             model,
             cfg.train,
             data.train_items,

@@ -184,3 +184,14 @@ def test_decoding_projects_only_the_last_position_and_decodes_the_same(
     slow, seen = greedy()
     assert seen[0] == prompts["input_ids"].numel() * model.config.n_embd
     assert torch.equal(fast, slow)
+
+
+def test_sft_on_every_position_is_the_same_loss(tokenizer, make_model, pairs):
+    model = make_model(seed=3)
+    prepared = {"pairs": pairs}
+    fast, full = get_method("sft"), get_method("sft", response_rows=False)
+    seen = projected_rows(model)
+    rows_ce = fast.loss_terms(model, prepared, None)["ce"]
+    full_ce = full.loss_terms(model, prepared, None)["ce"]
+    assert seen[0] < seen[1] == pairs["input_ids"].numel() * model.config.n_embd
+    torch.testing.assert_close(rows_ce, full_ce, rtol=1e-6, atol=1e-6)

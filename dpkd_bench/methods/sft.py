@@ -4,12 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dpkd_bench.methods.base import Method, response_ce_sum
+from dpkd_bench import losses
+from dpkd_bench.methods.base import Method, forward_logits, response_ce_sum, shifted_labels
 
 
 @dataclass
 class SFTConfig:
-    pass
+    """``response_rows``: project only the response positions onto the vocabulary (the default;
+    ``base.response_logits``). False computes the logits of every position first: the same loss
+    up to float rounding, kept because the default benchmark's shipped teacher was trained so,
+    and a run that trains that teacher itself must reproduce its weights."""
+
+    response_rows: bool = True
 
 
 class SFT(Method):
@@ -23,4 +29,9 @@ class SFT(Method):
         return {"ce": 1.0}
 
     def loss_terms(self, student, prepared, ctx):
-        return {"ce": response_ce_sum(student, prepared["pairs"])}
+        pairs = prepared["pairs"]
+        if self.config.response_rows:
+            return {"ce": response_ce_sum(student, pairs)}
+        labels, mask = shifted_labels(pairs)
+        ce = losses.token_cross_entropy(forward_logits(student, pairs), labels)
+        return {"ce": losses.masked_sum(ce, mask)}
