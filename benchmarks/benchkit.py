@@ -108,6 +108,21 @@ def fake_tokenizer() -> SimpleNamespace:
     return SimpleNamespace(pad_token_id=PAD_ID, eos_token_id=EOS_ID)
 
 
+def train_context(student, teacher, tokenizer=None):
+    """A CPU ``TrainContext`` for the benchmarks (8-token on-policy samples, seed 0)."""
+    from dpkd_bench.generate import DecodeSettings
+    from dpkd_bench.methods.base import TrainContext
+
+    return TrainContext(
+        student=student,
+        teacher=teacher,
+        tokenizer=tokenizer if tokenizer is not None else fake_tokenizer(),
+        sampling=DecodeSettings(max_new_tokens=8),
+        generator=torch.Generator().manual_seed(0),
+        device=torch.device("cpu"),
+    )
+
+
 def timed(fn: Callable[[], object]) -> float:
     """Wall seconds of one call (CUDA work included: synchronised before and after)."""
     if torch.cuda.is_available():

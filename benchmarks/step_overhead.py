@@ -33,13 +33,12 @@ from benchkit import (
     paired_ratio,
     print_machine,
     random_items,
+    train_context,
 )
 from benchkit import stack_batch as stack
 
 from dpkd_bench.data.collate import IGNORE, collate_pairs
-from dpkd_bench.generate import DecodeSettings
 from dpkd_bench.methods import get_method
-from dpkd_bench.methods.base import TrainContext
 from dpkd_bench.teacher_cache import TEACHER_FORCED
 from dpkd_bench.train import accumulate
 
@@ -57,17 +56,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--threads", type=int, default=None)
     return parser.parse_args()
-
-
-def make_context(student, teacher) -> TrainContext:
-    return TrainContext(
-        student=student,
-        teacher=teacher,
-        tokenizer=fake_tokenizer(),
-        sampling=DecodeSettings(max_new_tokens=8),
-        generator=torch.Generator().manual_seed(0),
-        device=torch.device("cpu"),
-    )
 
 
 def method_step(method, student, optimizer, ctx, batch):
@@ -119,7 +107,7 @@ def main() -> None:
     student = gpt2(2, 96, 4, args.vocab, seed=1).train()
     teacher = gpt2(4, 192, 6, args.vocab, seed=2).eval().requires_grad_(False)
     optimizer = torch.optim.AdamW(student.parameters(), lr=1e-4, betas=(0.9, 0.95))
-    ctx = make_context(student, teacher)
+    ctx = train_context(student, teacher)
     cases = {
         "floor": floor_step(student, teacher, optimizer, pairs),
         "floor_no_teacher": floor_step(student, None, optimizer, pairs),

@@ -29,12 +29,10 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from benchkit import print_machine
+from benchkit import print_machine, train_context
 
 from dpkd_bench.data.prepare import prepare_data
-from dpkd_bench.generate import DecodeSettings
 from dpkd_bench.methods import get_method
-from dpkd_bench.methods.base import TrainContext
 from dpkd_bench.models import build_model, freeze, load_pretrained
 from dpkd_bench.recipe import load_recipe
 from dpkd_bench.runner import cache_root, shipped_teacher, teacher_key
@@ -60,20 +58,9 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def context(student, teacher, tokenizer) -> TrainContext:
-    return TrainContext(
-        student=student,
-        teacher=teacher,
-        tokenizer=tokenizer,
-        sampling=DecodeSettings(max_new_tokens=8),
-        generator=torch.Generator().manual_seed(0),
-        device=torch.device("cpu"),
-    )
-
-
 def sft(model, items, tokenizer, cfg, seed: int) -> None:
     """The toolkit's ``sft`` through its training loop, as the runner trains references."""
-    ctx = context(model, None, tokenizer)
+    ctx = train_context(model, None, tokenizer)
     stream = BatchStream(items, cfg.batch_size, seed)
     train(get_method("sft"), model, cfg, stream, ctx, Accelerator(cpu=True))
 
@@ -175,7 +162,7 @@ def main() -> None:
         )
         rest = torch.cat([cache.rows([i])[2] for i in range(len(items))]).exp()
         print(f"teacher_rest_mass mean={float(rest.mean()):.4g} max={float(rest.max()):.4g}")
-        ctx = context(student, teacher, data.tokenizer)
+        ctx = train_context(student, teacher, data.tokenizer)
         for name in (n for n in args.methods.split(",") if n):
             result = compare(name, cache, student, ctx, items, args)
             print(f"cache_rel_error {name} {result['distill']:.5f}")

@@ -30,13 +30,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-from benchkit import EOS_ID, PAD_ID, fake_tokenizer, gpt2, print_machine, random_items
+from benchkit import EOS_ID, PAD_ID, gpt2, print_machine, random_items, train_context
 
 from dpkd_bench.data.collate import collate_pairs
-from dpkd_bench.generate import DecodeSettings
 from dpkd_bench.methods import get_method
-from dpkd_bench.methods.base import TrainContext
 from dpkd_bench.recipe import TrainConfig
 from dpkd_bench.teacher_cache import build_cache
 from dpkd_bench.train import BatchStream, train
@@ -76,14 +73,7 @@ def models(vocab: int):
 def our_steps(name: str, overrides: dict, items, args, cache=None) -> list[float]:
     """Step intervals of one run of our training loop (after the warm-up)."""
     student, teacher = models(args.vocab)
-    ctx = TrainContext(
-        student=student,
-        teacher=teacher,
-        tokenizer=fake_tokenizer(),
-        sampling=DecodeSettings(max_new_tokens=8),
-        generator=torch.Generator().manual_seed(0),
-        device=torch.device("cpu"),
-    )
+    ctx = train_context(student, teacher)
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=1e-4, log_every=1)
     from accelerate import Accelerator
 
