@@ -8,7 +8,7 @@ import torch
 from dpkd_bench import losses, teacher_cache
 from dpkd_bench.data.collate import collate_pairs
 from dpkd_bench.methods import get_method
-from dpkd_bench.methods.base import forward_logits, shifted_labels, teacher_logits
+from dpkd_bench.methods.base import forward_logits, shifted_labels
 from dpkd_bench.teacher_cache import (
     bucketed,
     build_cache,
@@ -106,7 +106,8 @@ def test_build_then_lookup_matches_the_teacher(cache_setup, tokenizer):
     batch = batch_of(data[:4])
     pairs = collate_pairs(batch["prompts"], batch["responses"], tokenizer.pad_token_id)
     _, mask = shifted_labels(pairs)
-    logits = teacher_logits(context(tokenizer, None, teacher), pairs)[mask]
+    with torch.no_grad():
+        logits = forward_logits(teacher, pairs)[mask]
     ids, logp, rest = topk_rows(logits, 16)
     got_ids, got_logp, got_rest = cache.rows([0, 1, 2, 3])
     assert torch.equal(got_ids, ids)
@@ -156,7 +157,9 @@ def test_exact_path_is_the_full_tensor_formula(name, tokenizer, make_model):
     # the formula before response-row selection: per-position values over [B, T, V], masked sum
     student.zero_grad()
     pairs = prepared["pairs"]
-    s_logits, t_logits = forward_logits(student, pairs), teacher_logits(ctx, pairs)
+    s_logits = forward_logits(student, pairs)
+    with torch.no_grad():
+        t_logits = forward_logits(teacher, pairs)
     labels, mask = shifted_labels(pairs)
     ce = losses.masked_sum(losses.token_cross_entropy(s_logits, labels), mask)
     distill = losses.masked_sum(method.divergence(s_logits, t_logits), mask)

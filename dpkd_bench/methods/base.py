@@ -133,11 +133,6 @@ def forward_logits(model, pairs: dict[str, torch.Tensor]) -> torch.Tensor:
     ]
 
 
-def teacher_logits(ctx: TrainContext, pairs: dict[str, torch.Tensor]) -> torch.Tensor:
-    with torch.no_grad():
-        return forward_logits(ctx.teacher, pairs)
-
-
 def _forward_source(model) -> str:
     """The source of the forward of ``model`` (unwrapped from DDP/FSDP/compile wrappers)."""
     while hasattr(model, "module") or hasattr(model, "_orig_mod"):
