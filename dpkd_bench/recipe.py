@@ -61,8 +61,16 @@ class DataConfig:
     max_prompt_len: int = 256  # prompts longer than this (in tokens) are dropped
     max_length: int = 384  # prompt + response tokens for training
     seed: int = 0  # synthetic generator seed
+    # The optional pre-training (language-modelling) corpus of MiniLLM, DistiLLM and the DPKD
+    # code: "synthetic" (plain text of the suite's facts), a local .txt / .jsonl file or a
+    # directory of them, or a Hub dataset name (streamed, e.g. Skylion007/openwebtext). Used by
+    # a method whose pt_weight is > 0; None = no corpus.
+    pretrain_source: str | None = None
+    pretrain_text_field: str = "text"  # the text field of JSONL / Hub records
+    pretrain_chunks: int = 20000  # chunks of max_length tokens read from the corpus (at most)
 
     def __post_init__(self):
+        require(self.pretrain_chunks >= 1, "pretrain_chunks", "must be >= 1")
         require(self.n_train >= 1, "n_train", f"must be >= 1 (got {self.n_train})")
         require(self.n_eval >= 1, "n_eval", f"must be >= 1 (got {self.n_eval})")
         require(self.max_eval_examples >= 0, "max_eval_examples", "must be >= 0")
@@ -240,6 +248,9 @@ class Recipe:
     # The published setting this recipe replicates, "<baselines file>/<setting>" (e.g.
     # "dpkd-2024/gpt2-1.5b-to-120m"): the report shows those numbers beside the measured ones.
     replicates: str | None = None
+    # A smoke test (seconds, tiny models): its report says at the top that the numbers carry
+    # no meaning.
+    smoke: bool = False
 
     def __post_init__(self):
         require(
@@ -378,7 +389,12 @@ def _read_yaml(text: str, origin: str) -> dict:
             f"{getattr(err, 'problem', None) or err}; fix the syntax and retry"
         ) from None
     if data is None:
-        return {}
+        raise RecipeError(
+            f"recipe {origin} is empty (no keys, only comments or whitespace): running it "
+            "would silently use every default, so it is refused as a likely mistake (a wrong "
+            "or unsaved file); write the keys to change, e.g. `base: synthetic` and then "
+            "`train: {steps: 100}`, or run the default benchmark with no --recipe"
+        )
     if not isinstance(data, dict):
         raise RecipeError(
             f"recipe {origin} must be a YAML mapping of keys (e.g. `methods: [sft]`), got a "
@@ -491,7 +507,9 @@ def load_recipe(recipe: str | None = None, overrides: typing.Sequence[str] = ())
     resolved = build(Recipe, data)
     check_recipe(resolved)  # names, eval sets, data paths, sequence lengths
     try:
-        validate_methods(resolved.methods, resolved.method_args)
+        validate_methods(
+            resolved.methods, resolved.method_args, resolved.data.pretrain_source is not None
+        )
     except yaml.YAMLError as err:
         raise RecipeError(
             f"a method variant's value is not valid YAML ({getattr(err, 'problem', None) or err}"

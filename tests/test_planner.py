@@ -7,9 +7,17 @@ from pathlib import Path
 import pytest
 
 from dpkd_bench import planner
+from dpkd_bench.cli import main
 from dpkd_bench.recipe import ModelConfig, load_recipe
 
 PAPER = Path(__file__).parent.parent / "recipes" / "paper" / "gpt2-1.5b-to-120m-dolly.yaml"
+PAPER_RECIPES = sorted(PAPER.parent.glob("*.yaml"))
+# (teacher, student) parameters of each Table 1 setting, from the public architectures
+PAPER_SIZES = {
+    "dpkd-2024/gpt2-1.5b-to-120m": (1.56e9, 124e6),
+    "dpkd-2024/gpt2-1.5b-to-340m": (1.56e9, 355e6),
+    "dpkd-2024/opt-13b-to-1.3b": (12.9e9, 1.32e9),
+}
 ALL = "methods=[sft,kd,seqkd,rkl,minillm,skew_fkl,skew_rkl,gkd,tvd,dpkd,dpkd_token]"
 
 
@@ -32,6 +40,9 @@ def test_gpt2_xl_from_the_table_is_1_56_billion(paper):
 
 def test_known_architectures_match_hub_names():
     assert planner.known_architecture("MiniLLM/init-gpt2-120M") == "gpt2"
+    assert planner.known_architecture("MiniLLM/init-gpt2-340M") == "gpt2-medium"
+    assert planner.known_architecture("MiniLLM/teacher-OPT-13B") == "facebook/opt-13b"
+    assert planner.known_architecture("MiniLLM/init-OPT-1.3B") == "facebook/opt-1.3b"
     assert planner.known_architecture("gpt2-medium") == "gpt2-medium"
     assert planner.known_architecture("facebook/opt-13b") == "facebook/opt-13b"
     assert planner.known_architecture("facebook/opt-1.3b") == "facebook/opt-1.3b"
@@ -102,3 +113,18 @@ def test_the_output_projection_counts_only_on_positions_with_logits():
     assert planner.forward_flops(size, 10, 2) == 2 * (
         800 * 10 + 200 * 2
     )  # body everywhere, head on 2
+
+
+@pytest.mark.parametrize("path", PAPER_RECIPES, ids=lambda p: p.stem)
+def test_every_paper_recipe_plans_offline(capsys, path):
+    recipe = load_recipe(str(path))
+    result = planner.plan(recipe)
+    teacher, student = PAPER_SIZES[recipe.replicates]
+    assert abs(result.sizes["teacher"].params - teacher) / teacher < 0.02
+    assert abs(result.sizes["student"].params - student) / student < 0.02
+    assert [r.name for r in result.rows] == ["teacher", "student_init", *recipe.methods]
+    assert all(r.peak_memory_bytes > 0 and r.flops >= 0 for r in result.rows)
+    capsys.readouterr()
+    assert main(["run", "--dry-run", "--recipe", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in recipe.methods) and "peak mem" in out

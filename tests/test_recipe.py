@@ -5,11 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from dpkd_bench.errors import RecipeError, UserError
+from dpkd_bench.methods import METHODS
 from dpkd_bench.recipe import BUILTIN_RECIPES, Recipe, apply_override, load_recipe
+from tests.test_bad_input import expect, write_recipe
 
 REPO = Path(__file__).resolve().parents[1]
+PAPER_RECIPES = sorted(str(p) for p in (REPO / "recipes" / "paper").glob("*.yaml"))
+DPKD_2024 = yaml.safe_load((REPO / "baselines" / "dpkd-2024.yaml").read_text(encoding="utf-8"))
 
 
 def write(tmp_path, text: str) -> str:
@@ -118,3 +123,41 @@ def test_eval_paths_name_a_local_copy_or_a_set_of_ones_own(tmp_path):
 def test_recipes_load_with_safe_yaml_only():
     source = (REPO / "dpkd_bench" / "recipe.py").read_text()
     assert "yaml.load(" not in source and "yaml.safe_load(" in source
+
+
+@pytest.mark.parametrize("path", PAPER_RECIPES)
+def test_paper_recipes_replicate_a_published_setting(path):
+    recipe = load_recipe(path)
+    stem, _, setting = (recipe.replicates or "").partition("/")
+    assert stem == "dpkd-2024", f"{path}: replicates must be dpkd-2024/<setting>"
+    assert setting in DPKD_2024["settings"], f"{path}: unknown setting {setting!r}"
+    # the report can put a measured number beside every published column and method
+    assert set(DPKD_2024["columns"].values()) <= set(recipe.data.eval_sets)
+    published = set(DPKD_2024["settings"][setting]["scores"]) & set(METHODS)
+    assert published <= set(recipe.methods), sorted(published - set(recipe.methods))
+
+
+def test_every_table_1_setting_has_a_paper_recipe():
+    replicated = {load_recipe(path).replicates for path in PAPER_RECIPES}
+    assert {f"dpkd-2024/{s}" for s in DPKD_2024["settings"]} <= replicated
+    assert {"gpt2-1.5b-to-120m", "gpt2-1.5b-to-340m", "opt-13b-to-1.3b"} <= set(
+        DPKD_2024["settings"]
+    )
+
+
+@pytest.mark.parametrize(
+    "text", ["", "\n  \n", "# a recipe still to write\n# methods: [sft]\n"], ids=repr
+)
+def test_an_empty_recipe_is_an_error_not_an_all_defaults_run(capsys, tmp_path, text):
+    path = write_recipe(tmp_path, text)
+    expect(capsys, ["validate", path], "is empty", "base: synthetic")
+    out = tmp_path / "out"
+    expect(capsys, ["run", "--recipe", path, "--out", out], "is empty")
+    assert not out.exists()
+
+
+def test_a_recipe_of_only_a_base_still_loads(tmp_path):
+    write_recipe(tmp_path, "name: mine\nbase: synthetic-quick\n", "base.yaml")
+    recipe = load_recipe(str(write_recipe(tmp_path, "base: base.yaml\n", "child.yaml")))
+    assert recipe.name == "mine"
+    assert recipe.train == load_recipe("synthetic-quick").train
