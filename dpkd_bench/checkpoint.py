@@ -138,6 +138,7 @@ class Trainables:
     stream: Any
     method: Any
     generator: torch.Generator
+    pretrain: Any = None  # the pre-training corpus's batch stream, when the unit has one
 
 
 def rank_state(parts: Trainables) -> dict[str, Any]:
@@ -169,6 +170,7 @@ def save_checkpoint(
         "optimizer": parts.optimizer.state_dict(),
         "scheduler": parts.scheduler.state_dict(),
         "stream": parts.stream.state_dict(),
+        **({"pretrain": parts.pretrain.state_dict()} if parts.pretrain is not None else {}),
         "method": parts.method.state_dict(),
         "rng": rng_states(parts.generator),
     }
@@ -218,6 +220,8 @@ def load_checkpoint(
     parts.optimizer.load_state_dict(state["optimizer"])
     parts.scheduler.load_state_dict(state["scheduler"])
     parts.stream.load_state_dict(state["stream"])
+    if parts.pretrain is not None and "pretrain" in state:
+        parts.pretrain.load_state_dict(state["pretrain"])
     own = (
         state
         if rank == 0

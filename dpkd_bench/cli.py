@@ -139,9 +139,11 @@ def cmd_ls(args) -> int:
         info = cls().describe()
         defaults = ", ".join(f"{k}={v}" for k, v in info["defaults"].items()) or "-"
         print(f"  {name:<11} {info['paper']}")
-        print(f"  {'':<11} data: {info['data']}; defaults: {defaults}")
+        print(f"  {'':<11} trains on: {info['data']}")
+        print(f"  {'':<11} student dropout: {info['dropout']}")
+        print(f"  {'':<11} defaults: {defaults}")
         if info["deviation"]:
-            print(f"  {'':<11} note: {info['deviation']}")
+            print(f"  {'':<11} differs from the official code: {info['deviation']}")
     print("eval sets:")
     for name in EVAL_SETS:
         print(f"  {name:<15} embedded synthetic suite")

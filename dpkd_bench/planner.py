@@ -33,6 +33,7 @@ Estimates (upper bounds where the data decides):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from dataclasses import dataclass, field, fields, replace
@@ -226,11 +227,10 @@ def _gkd(method) -> Workload:
 
 def _minillm(method) -> Workload:
     c = method.config
-    rollout = 1.0 / c.ppo_epochs  # one rollout per ppo_epochs micro-batches
+    rollout = 1.0 / c.ppo_epochs  # each stored rollout serves ppo_epochs trained sequences
     return Workload(
-        student_train=1.0 + (1.0 if c.ce_weight else 0.0),
         student_forward=rollout,
-        teacher_forward=rollout,
+        teacher_forward=1.0 + rollout,  # a fresh teacher forward per micro-batch, and at rollout
         samples=rollout,
         teacher_in_sampling=c.mix_alpha > 0,
     )
@@ -257,11 +257,20 @@ WORKLOADS = {
 
 
 def workload(method) -> Workload:
-    """How a method uses the models per training sequence (teacher-forced by default)."""
+    """How a method uses the models per training sequence (teacher-forced by default), with
+    its pre-training term: one corpus chunk per sequence, and a teacher pass when it has KD."""
     if method.name in WORKLOADS:
-        return WORKLOADS[method.name](method)
-    teacher = 0.0 if _cached(method) or not method.uses_teacher else 1.0
-    return Workload(teacher_forward=teacher)
+        base = WORKLOADS[method.name](method)
+    else:
+        base = Workload(teacher_forward=0.0 if _cached(method) or not method.uses_teacher else 1.0)
+    c = method.config
+    if c.pt_weight == 0:
+        return base
+    return dataclasses.replace(
+        base,
+        student_train=base.student_train + 1.0,
+        teacher_forward=base.teacher_forward + (1.0 if c.pt_kd_ratio > 0 else 0.0),
+    )
 
 
 # ---------------------------------------------------------------------------- rows

@@ -61,6 +61,7 @@ from dpkd_bench.checkpoint import (
     trim_log,
 )
 from dpkd_bench.data.prepare import EvalSet, PreparedData, prepare_data
+from dpkd_bench.data.pretrain import pretrain_chunks
 from dpkd_bench.errors import DataError, RecipeError, UserError
 from dpkd_bench.fidelity import TeacherRows, write_fidelity
 from dpkd_bench.generate import (
@@ -91,6 +92,7 @@ from dpkd_bench.teacher_cache import build_cache, items_hash
 from dpkd_bench.train import BatchStream, check_shardable, train
 from dpkd_bench.vllm_backend import VllmDecoder
 
+PRETRAIN_SEED = 7919  # offsets a unit's seed for the order of its pre-training chunks
 TEACHER_FORMAT = 1  # bump when teacher training changes in a way that invalidates caches
 
 
@@ -170,6 +172,7 @@ class Runner:
         self.stage_times: dict[str, float] = {}
         self.teacher = None  # set by run(): the frozen teacher, for fidelity figures
         self.teacher_rows = TeacherRows()  # its eval logits, shared by every unit's figures
+        self.pretrain_items: list[dict] = []  # chunks of data.pretrain_source, when one is used
         self.methods = {name: self._method(name) for name in recipe.methods}
 
     def _method(self, spec: str) -> Method:
@@ -285,11 +288,7 @@ class Runner:
         for name, model in (("teacher", teacher), ("student_init", student_init)):
             if not self.reference_done(name):
                 self._timed(f"eval:{name}", self.evaluate_reference, name, model, data)
-        samples = None
-        if any(m.uses_teacher_samples for m in self.methods.values()):
-            samples = self._timed("teacher_samples", self.teacher_samples, data, teacher)
-        if any(getattr(m.config, "teacher_cache_k", 0) for m in self.methods.values()):
-            self._timed("teacher_cache", self.attach_teacher_caches, data, teacher, samples)
+        samples = self.method_inputs(data, teacher)
         failed = []
         for seed in self.recipe.seeds:
             for name, method in self.methods.items():
@@ -302,6 +301,19 @@ class Runner:
                 print(self.failure_summary(failed, report_error), file=sys.stderr, flush=True)
             return 1
         return 0
+
+    def method_inputs(self, data: PreparedData, teacher):
+        """What the methods share beyond the data: the pre-training corpus, the teacher's
+        samples (returned) and the teacher-logit cache, each made only when a method needs it."""
+        methods = self.methods.values()
+        if any(m.config.pt_weight > 0 for m in methods):
+            self.pretrain_items = self._timed("pretrain_corpus", self.pretrain_corpus, data)
+        samples = None
+        if any(m.uses_teacher_samples for m in methods):
+            samples = self._timed("teacher_samples", self.teacher_samples, data, teacher)
+        if any(getattr(m.config, "teacher_cache_k", 0) for m in methods):
+            self._timed("teacher_cache", self.attach_teacher_caches, data, teacher, samples)
+        return samples
 
     def _finish(self, total: float) -> str | None:
         """Close the manifest and render the report; the report's error, if it failed."""
@@ -355,6 +367,9 @@ class Runner:
         checkpoint_dir=None,
     ):
         set_seed(seed)
+        pretrain = None
+        if method.config.pt_weight > 0:  # the corpus's own order, independent of the method
+            pretrain = BatchStream(self.pretrain_items, cfg.batch_size, seed + PRETRAIN_SEED)
         device = self.accelerator.device
         if teacher is not None:
             teacher.to(device)
@@ -375,8 +390,31 @@ class Runner:
         )
         stream = BatchStream(items, cfg.batch_size, seed)
         return train(
-            method, model, cfg, stream, ctx, self.accelerator, log_path, desc, checkpoint_dir
+            method,
+            model,
+            cfg,
+            stream,
+            ctx,
+            self.accelerator,
+            log_path,
+            desc,
+            checkpoint_dir,
+            pretrain,
         )
+
+    def pretrain_corpus(self, data: PreparedData) -> list[dict]:
+        """Chunks of the pre-training corpus (``data.pretrain_source``) as training items."""
+        cfg = self.recipe.data
+        chunks = pretrain_chunks(
+            cfg.pretrain_source,
+            data.tokenizer,
+            max_length=cfg.max_length,
+            max_chunks=cfg.pretrain_chunks,
+            text_field=cfg.pretrain_text_field,
+            seed=cfg.seed,
+        )
+        log(f"pre-training corpus: {len(chunks)} chunks of {cfg.max_length} tokens")
+        return [{"chunks": chunk} for chunk in chunks]
 
     def get_teacher(self, data: PreparedData):
         cfg = self.recipe.teacher

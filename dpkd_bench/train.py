@@ -1,10 +1,11 @@
 """The single training loop, on ``accelerate``, for every method.
 
 Per optimiser step: draw ``grad_accum`` micro-batches, let the method prepare each (samples,
-tensors, unit counts), add the counts over the whole accumulated batch, then for each
-micro-batch back-propagate ``sum_term weight * term_sum / total_count(term)``. The loss is thus
-normalised by the token (or sequence) count of the whole accumulated batch, never per
-micro-batch. AdamW, cosine schedule with linear warm-up, gradient clipping.
+tensors, unit counts; ``Method.prepare_next``), attach a batch of pre-training chunks to each
+when the method's ``pt_weight`` is > 0, add the counts over the whole accumulated batch, then
+for each micro-batch back-propagate ``sum_term weight * term_sum / total_count(term)``. The
+loss is thus normalised by the token (or sequence) count of the whole accumulated batch, never
+per micro-batch. AdamW, cosine schedule with linear warm-up, gradient clipping.
 
 Resume: given a checkpoint directory, ``train`` continues from the checkpoint found there and
 writes a new one every ``checkpoint_every`` steps and after the last step
@@ -32,6 +33,7 @@ on the host only at the logging interval.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -45,8 +47,15 @@ from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from dpkd_bench.checkpoint import Trainables, load_checkpoint, rank_state, save_checkpoint
+from dpkd_bench.data.collate import collate_pairs
 from dpkd_bench.errors import DataError, RecipeError
-from dpkd_bench.methods.base import Method, TrainContext
+from dpkd_bench.methods.base import (
+    Method,
+    TrainContext,
+    check_corpus,
+    response_token_count,
+    to_device,
+)
 from dpkd_bench.recipe import TrainConfig
 from dpkd_bench.results import append_jsonl
 
@@ -189,7 +198,7 @@ def accumulate(
     that of one big batch. ``no_sync`` (DDP's) wraps every micro-batch but the last; ``autocast``
     the forward passes. Returns None when no weighted term has any unit.
     """
-    weights, units = method.weights(), method.units
+    weights, units = method.term_weights(), method.term_units()
     totals = local_totals(micro) if totals is None else totals
     if all(totals[units[t]] == 0 for t, w in weights.items() if w):
         return None
@@ -199,6 +208,8 @@ def accumulate(
         with contextlib.nullcontext() if last or no_sync is None else no_sync():
             with autocast() if autocast is not None else contextlib.nullcontext():
                 terms = method.loss_terms(model, prepared, ctx)
+                if "pretrain" in prepared:
+                    terms.update(method.pretrain_terms(model, prepared["pretrain"], ctx))
                 loss = _step_loss(terms, weights, units, totals)
             backward(loss)
         for term, value in terms.items():
@@ -289,7 +300,7 @@ def shard_batch(batch: dict[str, list], index: int, count: int) -> dict[str, lis
 
 def count_keys(method: Method) -> list[str]:
     """The unit counts a step needs: those of the method's terms, and tokens (throughput)."""
-    return sorted(set(method.units.values()) | {"tokens"})
+    return sorted(set(method.term_units().values()) | {"tokens"})
 
 
 def global_totals(totals: Counter, keys: list[str], accelerator) -> Counter:
@@ -374,6 +385,35 @@ def checkpointed_activations(model, enabled: bool):
         disable()
 
 
+@contextlib.contextmanager
+def dropout_off(model, enabled: bool):
+    """Every ``nn.Dropout`` of ``model`` at p = 0 for the block (as TRL's ``disable_dropout``
+    and MiniLLM's trainer), restored afterwards, when ``enabled``. Attention dropout of the
+    transformers models reads its module's ``p``, so it is off too."""
+    modules = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)] if enabled else []
+    rates = [m.p for m in modules]
+    for module in modules:
+        module.p = 0.0
+    try:
+        yield
+    finally:
+        for module, rate in zip(modules, rates, strict=True):
+            module.p = rate
+
+
+def with_pretrain(prepared: dict, pretrain: BatchStream | None, ctx: TrainContext, shard):
+    """``prepared`` with a batch of pre-training chunks (``pretrain``, ``pt_tokens``) when
+    there is a corpus stream; every chunk token but the first is a target."""
+    if pretrain is None:
+        return prepared
+    chunks = shard(pretrain.next_batch())["chunks"]
+    pairs = to_device(
+        collate_pairs([[]] * len(chunks), chunks, ctx.tokenizer.pad_token_id), ctx.device
+    )
+    counts = {**prepared["counts"], "pt_tokens": response_token_count(pairs["labels"])}
+    return {**prepared, "pretrain": pairs, "counts": counts}
+
+
 def train(
     method: Method,
     student,
@@ -384,6 +424,7 @@ def train(
     log_path: Path | None = None,
     desc: str = "train",
     checkpoint_dir: Path | None = None,
+    pretrain: BatchStream | None = None,
 ) -> TrainResult:
     """Train ``student`` in place with ``method`` for ``cfg.steps`` optimiser steps.
 
@@ -399,21 +440,41 @@ def train(
     checkpoint and at the end, raising :class:`NonFiniteLoss` with that step and those values.
     The optimiser steps taken from that step to the check are not undone; the unit fails, its
     weights are never saved, and its last checkpoint predates the non-finite step.
+
+    ``pretrain``: batches of pre-training chunks (items ``{"chunks": ids}``, batch size that of
+    ``stream``) for a method with ``pt_weight`` > 0; ignored otherwise. A method with
+    ``disables_dropout`` trains (and samples) with the student's dropout off.
     """
     check_shardable(stream.batch_size, accelerator.num_processes)
+    check_corpus(method, pretrain is not None)
+    pretrain = pretrain if method.config.pt_weight > 0 else None
+    # the schedule the methods see is the loop's own
+    ctx = dataclasses.replace(ctx, grad_accum=cfg.grad_accum, total_steps=cfg.steps)
     student.train()
-    with checkpointed_activations(student, cfg.gradient_checkpointing):
+    with (
+        checkpointed_activations(student, cfg.gradient_checkpointing),
+        dropout_off(student, method.disables_dropout),
+    ):
         result = _loop(
-            method, student, cfg, stream, ctx, accelerator, log_path, desc, checkpoint_dir
+            method,
+            student,
+            cfg,
+            (stream, pretrain),
+            ctx,
+            accelerator,
+            log_path,
+            desc,
+            checkpoint_dir,
         )
     accelerator.free_memory()
     return result
 
 
-def _loop(method, student, cfg, stream, ctx, accelerator, log_path, desc, checkpoint_dir):
+def _loop(method, student, cfg, streams, ctx, accelerator, log_path, desc, checkpoint_dir):
     """The loop of :func:`train`, once the student is set up for it."""
+    stream, pretrain = streams
     optimizer, scheduler = make_optimizer(student, cfg)
-    parts = Trainables(student, optimizer, scheduler, stream, method, ctx.generator)
+    parts = Trainables(student, optimizer, scheduler, stream, method, ctx.generator, pretrain)
     # The scheduler stays unprepared: accelerate's would step it once per process.
     model, prepared_optimizer = accelerator.prepare(student, optimizer)
     run = Optimisation(model, prepared_optimizer, scheduler, cfg, accelerator)
@@ -428,10 +489,17 @@ def _loop(method, student, cfg, stream, ctx, accelerator, log_path, desc, checkp
     no_sync = run.no_sync if processes > 1 else None
     keys, weights, guard, throughput = (
         count_keys(method),
-        method.weights(),
+        method.term_weights(),
         FiniteGuard(),
         _Throughput(),
     )
+
+    def shard(batch):
+        return shard_batch(batch, rank, processes)
+
+    def draw():
+        return shard(stream.next_batch())
+
     started = time.time() - progress.elapsed_s
     steps = range(progress.step + 1, cfg.steps + 1)
     bar = tqdm(
@@ -446,7 +514,7 @@ def _loop(method, student, cfg, stream, ctx, accelerator, log_path, desc, checkp
     for step in bar:
         with torch.no_grad():
             micro = [
-                method.prepare(shard_batch(stream.next_batch(), rank, processes), ctx)
+                with_pretrain(method.prepare_next(draw, ctx), pretrain, ctx, shard)
                 for _ in range(cfg.grad_accum)
             ]
         totals = global_totals(local_totals(micro), keys, accelerator)

@@ -84,8 +84,8 @@ def test_describe_has_paper_and_defaults(name):
     assert set(info["defaults"]) == {f.name for f in dataclasses.fields(METHODS[name].Config)}
 
 
-def test_minillm_returns_are_length_normalised():
-    from dpkd_bench.methods.minillm import length_normalised_returns, whiten
+def test_minillm_returns_are_length_normalised_and_whitened_over_the_padded_tensor():
+    from dpkd_bench.methods.minillm import length_normalised_returns, padded_moments
 
     rewards = torch.tensor([[1.0, 2.0, 3.0, 0.0]])
     mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
@@ -93,16 +93,34 @@ def test_minillm_returns_are_length_normalised():
     torch.testing.assert_close(returns, torch.tensor([[2.0, 2.5, 3.0, 0.0]]))
     discounted = length_normalised_returns(rewards, mask, gamma=0.5)
     torch.testing.assert_close(discounted[0, 1], torch.tensor((2.0 + 0.5 * 3.0) / 2))
-    white = whiten(returns, mask)
-    assert abs(float(white[mask.bool()].mean())) < 1e-6 and white[0, 3] == 0
+    # the official whitening counts the padding zeros of a [rows, max_new_tokens] tensor
+    mean, var = padded_moments([torch.tensor([2.0, 2.5, 3.0]), torch.tensor([1.0])], width=4)
+    padded = torch.tensor([[2.0, 2.5, 3.0, 0.0], [1.0, 0.0, 0.0, 0.0]], dtype=torch.float64)
+    torch.testing.assert_close(mean, padded.mean())
+    torch.testing.assert_close(var, padded.var(unbiased=False))
 
 
-def test_minillm_reuses_a_rollout_for_ppo_epochs(tokenizer, make_model):
-    method = get_method("minillm", ppo_epochs=2)
+def test_minillm_store_serves_ppo_epochs_shuffled_passes(tokenizer, make_model):
+    """A store of rollout_size responses, drawn from consecutive batches, then ppo_epochs
+    passes over it in a new order each, before the next store is sampled."""
+    method = get_method("minillm", ppo_epochs=2, rollout_size=8)
     student, teacher = make_model(seed=5), make_model(seed=6).eval()
     ctx = context(tokenizer, student, teacher)
-    data = items(tokenizer, 4)
-    batch = {k: [d[k] for d in data] for k in data[0]}
-    first = method.prepare(batch, ctx)
-    assert method.prepare(batch, ctx) is first
-    assert method.prepare(batch, ctx) is not first
+    method.start(ctx)
+    data = items(tokenizer, 8)
+    draws = []
+
+    def draw():
+        chunk = data[4 * (len(draws) % 2) :][:4]
+        draws.append(chunk)
+        return {k: [d[k] for d in chunk] for k in chunk[0]}
+
+    with torch.no_grad():
+        served = [method.prepare_next(draw, ctx) for _ in range(4)]
+    assert len(draws) == 2  # one store of 8 from two batches of 4
+    prompts = [[tuple(r) for r in m["pairs"]["input_ids"].tolist()] for m in served]
+    first_pass, second_pass = prompts[0] + prompts[1], prompts[2] + prompts[3]
+    assert sorted(first_pass) == sorted(second_pass) and first_pass != second_pass
+    with torch.no_grad():
+        method.prepare_next(draw, ctx)
+    assert len(draws) == 4  # the next store

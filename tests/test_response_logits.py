@@ -131,7 +131,8 @@ def test_every_method_has_the_terms_of_the_full_projection(
 ):
     """Each method's terms and gradients with the response rows only equal those computed from
     the logits of every position (``response_logits``' fallback, forced here)."""
-    method = get_method(name, **({"lmbda": 1.0} if name == "gkd" else {}))
+    overrides = {"gkd": {"lmbda": 1.0}, "minillm": {"rollout_size": 6}}
+    method = get_method(name, **overrides.get(name, {}))
     student, teacher = make_model(seed=5), make_model(n_layer=2, seed=6).eval()
     data = [{**d, "teacher_responses": d["responses"][1:]} for d in items(tokenizer, 6)]
     ctx = context(tokenizer, student, teacher)
@@ -147,7 +148,7 @@ def test_every_method_has_the_terms_of_the_full_projection(
         return terms, [p.grad.clone() for p in student.parameters()], sum(seen)
 
     with torch.no_grad():
-        prepared = method.prepare(batch, ctx)
+        prepared = method.prepare_next(lambda: batch, ctx)
     rows_terms, rows_grads, rows_projected = terms_and_grads()
     monkeypatch.setattr(base, "_forward_source", lambda model: "")  # full logits, then [mask]
     full_terms, full_grads, full_projected = terms_and_grads()

@@ -178,13 +178,14 @@ def test_minillm_resumes_in_the_middle_of_a_rollout(tokenizer, make_model, tmp_p
     def run(stream, checkpoint_dir, generator_seed=0):
         student = make_model(seed=2)
         ctx = context(tokenizer, student, teacher, seed=generator_seed)
-        method = get_method("minillm", ppo_epochs=3)  # checkpoint at step 2: one epoch left
+        # a store of one batch serves steps 1-3: the checkpoint at step 2 has one pass left
+        method = get_method("minillm", ppo_epochs=3, rollout_size=4)
         train(method, student, cfg, stream, ctx, Accelerator(cpu=True), None, "t", checkpoint_dir)
         return student
 
     whole = run(BatchStream(data, 4, seed=3), tmp_path / "a")
     stopped = StopAfter(data, 4, seed=3)
-    stopped.limit = 3  # dies while preparing step 4: the checkpoint is at step 2
+    stopped.limit = 1  # dies drawing the next store at step 4: the checkpoint is at step 2
     with pytest.raises(Interrupted):
         run(stopped, tmp_path / "b")
     resumed = run(BatchStream(data, 4, seed=3), tmp_path / "b", generator_seed=9)

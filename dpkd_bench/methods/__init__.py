@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 
 from dpkd_bench.errors import UserError
-from dpkd_bench.methods.base import Method, TrainContext
+from dpkd_bench.methods.base import Method, TrainContext, check_corpus
 from dpkd_bench.methods.dpkd import DPKD
 from dpkd_bench.methods.dpkd_token import DPKDToken
 from dpkd_bench.methods.gkd import GKD
@@ -88,12 +88,15 @@ def expand_sweeps(methods: list[str], sweeps: list[str]) -> list[str]:
     return expanded
 
 
-def validate_methods(methods: list[str], method_args: dict[str, dict[str, Any]]) -> None:
-    """Every listed method (or variant) and every ``method_args`` section must resolve."""
+def validate_methods(
+    methods: list[str], method_args: dict[str, dict[str, Any]], has_corpus: bool = True
+) -> None:
+    """Every listed method (or variant) and every ``method_args`` section must resolve, and a
+    listed method with a pre-training term needs a corpus (``has_corpus``)."""
     for name, args in method_args.items():
         get_method(name, **args)
     for spec in methods:
-        get_method(spec, **method_args.get(parse_variant(spec)[0], {}))
+        check_corpus(get_method(spec, **method_args.get(parse_variant(spec)[0], {})), has_corpus)
 
 
 __all__ = [

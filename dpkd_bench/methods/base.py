@@ -11,14 +11,27 @@ calls, for each micro-batch:
 2. ``loss_terms(student, prepared, ctx)``: a dict of per-term **sums** (tensors). The loop
    divides each by the step's total count of that term's unit and weights it with ``weights()``.
 
+The loop draws each micro-batch through ``prepare_next(draw, ctx)``, which by default is
+``prepare(draw(), ctx)``; a method that trains on a store of its own (MiniLLM's rollouts) draws
+the batches it needs to fill the store and serves micro-batches from it.
+
+Shared parts every method has:
+
+* the LM term on a pre-training corpus (MiniLLM, DistiLLM and the DPKD code add one): when the
+  method's ``pt_weight`` is > 0 the loop attaches a batch of corpus chunks to every prepared
+  micro-batch (``prepared["pretrain"]``) and ``pretrain_terms`` adds its terms, averaged over the
+  corpus tokens of the accumulated batch and weighted by ``pretrain_weights``;
+* dropout: a method whose official code trains without dropout says so with
+  ``disables_dropout``, and the loop turns the student's dropout off for its unit.
+
 A method is one file: its ``Config`` dataclass (official defaults, ranges checked in
-``__post_init__``), its hooks and its paper.
+``__post_init__``; every Config derives from :class:`MethodConfig`), its hooks and its paper.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
@@ -26,10 +39,37 @@ import torch
 
 from dpkd_bench import losses
 from dpkd_bench.data.collate import IGNORE, collate_pairs, collate_prompts
+from dpkd_bench.errors import RecipeError
 from dpkd_bench.generate import DecodeSettings, decode, response_lists
+from dpkd_bench.recipe import require
 
 GROUND_TRUTH = "ground_truth"
 TEACHER_SAMPLES = "teacher_samples"
+TRAIN_DATA = (GROUND_TRUTH, TEACHER_SAMPLES)
+# What ``describe()["data"]`` names, per source of the responses a method trains on.
+DATA_LABELS = {
+    GROUND_TRUTH: "ground-truth responses",
+    TEACHER_SAMPLES: "cached teacher samples",
+}
+
+
+@dataclass
+class MethodConfig:
+    """Settings every method has.
+
+    ``pt_weight``: weight of the term on the pre-training corpus (``data.pretrain_source``),
+    averaged over the corpus tokens of the accumulated batch; 0 leaves the corpus out. The term
+    is ``(1 - pt_kd_ratio) * CE + pt_kd_ratio * KL(p || q)`` on the corpus: plain language
+    modelling in DistiLLM (``pt_kd_ratio`` 0), half LM and half forward KD in MiniLLM and the
+    DPKD code (0.5).
+    """
+
+    pt_weight: float = 0.0
+    pt_kd_ratio: float = 0.0
+
+    def __post_init__(self):
+        require(self.pt_weight >= 0, "pt_weight", "must be >= 0 (0 = no pre-training term)")
+        require(0.0 <= self.pt_kd_ratio <= 1.0, "pt_kd_ratio", "must be in [0, 1]")
 
 
 @dataclass
@@ -63,6 +103,8 @@ class Method:
     units: ClassVar[dict[str, str]] = {}
     # How this toolkit deliberately differs from the official code ("" when it does not).
     deviation: ClassVar[str] = ""
+    # Whether the official code trains (and samples) with the student's dropout off.
+    disables_dropout: ClassVar[bool] = False
 
     def __init__(self, config=None):
         self.config = config if config is not None else self.Config()
@@ -79,8 +121,41 @@ class Method:
     def prepare(self, batch: dict, ctx: TrainContext) -> dict:
         return prepare_ground_truth(batch, ctx)
 
+    def prepare_next(self, draw: Callable[[], dict], ctx: TrainContext) -> dict:
+        """The next micro-batch, prepared; ``draw()`` returns the next batch of training items
+        (this process's share). Called by the loop under ``torch.no_grad``."""
+        return self.prepare(draw(), ctx)
+
     def loss_terms(self, student, prepared: dict, ctx: TrainContext) -> dict[str, torch.Tensor]:
         raise NotImplementedError
+
+    # ---- the pre-training term (shared; see the module docstring) ---------------------
+    def pretrain_terms(self, student, pairs: dict, ctx: TrainContext) -> dict[str, torch.Tensor]:
+        """Term sums on a batch of pre-training chunks (every token but the first counts):
+        the student's CE and, when ``pt_kd_ratio`` > 0, KL(p || q) against the teacher."""
+        labels, mask = shifted_labels(pairs)
+        rows = response_logits(student, pairs, mask)  # [N, V]
+        ce = losses.token_cross_entropy(rows[None], labels[mask][None])[0]
+        terms = {"pt": scatter_sum(ce, mask)}
+        if self.config.pt_kd_ratio > 0:
+            teacher = teacher_response_logits(ctx, pairs, mask)
+            terms["pt_kd"] = scatter_sum(
+                losses.token_forward_kl(rows[None], teacher[None])[0], mask
+            )
+        return terms
+
+    def pretrain_weights(self) -> dict[str, float]:
+        c = self.config
+        return {"pt": c.pt_weight * (1 - c.pt_kd_ratio), "pt_kd": c.pt_weight * c.pt_kd_ratio}
+
+    def term_weights(self) -> dict[str, float]:
+        """Every weighted term the loop back-propagates: the method's and the corpus's."""
+        extra = self.pretrain_weights() if self.config.pt_weight > 0 else {}
+        return {**self.weights(), **extra}
+
+    def term_units(self) -> dict[str, str]:
+        """The count each term is averaged over; corpus terms over ``pt_tokens``."""
+        return {**self.units, **dict.fromkeys(self.pretrain_weights(), "pt_tokens")}
 
     # ---- resumable state (optional) ----------------------------------------------------
     def start(self, ctx: TrainContext) -> None:
@@ -96,15 +171,36 @@ class Method:
         """Restore what ``state_dict`` returned, before a resumed unit continues."""
 
     # ---- description -------------------------------------------------------------------
+    def data_sources(self) -> list[str]:
+        """What the method trains on, with its settings (``dpkd-bench ls``)."""
+        sources = [DATA_LABELS[self.train_data]]
+        if self.needs_teacher_samples and self.train_data != TEACHER_SAMPLES:
+            sources.append(DATA_LABELS[TEACHER_SAMPLES])
+        return sources
+
     def describe(self) -> dict[str, Any]:
+        sources = self.data_sources()
+        if self.config.pt_weight > 0:
+            sources.append(f"pre-training corpus (pt_weight {self.config.pt_weight})")
         return {
             "name": self.name,
             "paper": self.paper,
-            "data": self.train_data + (" + teacher samples" if self.needs_teacher_samples else ""),
+            "data": "; ".join(sources),
+            "dropout": "off" if self.disables_dropout else "as the model is configured",
             "uses_teacher": self.uses_teacher,
             "defaults": {f.name: getattr(self.config, f.name) for f in fields(self.config)},
             "deviation": self.deviation,
         }
+
+
+def check_corpus(method: Method, has_corpus: bool) -> None:
+    """A user error when ``method`` weights a pre-training term but there is no corpus."""
+    if method.config.pt_weight > 0 and not has_corpus:
+        raise RecipeError(
+            f"{method.name}.pt_weight={method.config.pt_weight} weights a term on a "
+            "pre-training corpus but the recipe has none; set data.pretrain_source (synthetic, "
+            f"a .txt/.jsonl path or a Hub dataset) or {method.name}.pt_weight=0"
+        )
 
 
 # ---- shared pieces used by the method files -------------------------------------------------
@@ -223,13 +319,18 @@ def response_ce_sum(model, pairs: dict[str, torch.Tensor]) -> torch.Tensor:
 
 @torch.no_grad()
 def sample_student(
-    prompts: list, ctx: TrainContext, settings: DecodeSettings | None = None
+    prompts: list,
+    ctx: TrainContext,
+    settings: DecodeSettings | None = None,
+    mix_alpha: float = 0.0,
 ) -> list[list[int]]:
-    """On-policy samples from the student (EOS kept; nothing after the first EOS)."""
+    """On-policy samples from the student (EOS kept; nothing after the first EOS); with
+    ``mix_alpha`` > 0 from the teacher-mixed ``mix_alpha * p + (1 - mix_alpha) * q``."""
     student = ctx.student
     batch = to_device(collate_prompts(prompts, ctx.tokenizer.pad_token_id), ctx.device)
     was_training = student.training
     student.eval()
+    mix = {"mix_model": ctx.teacher, "mix_alpha": mix_alpha} if mix_alpha > 0 else {}
     out = decode(
         student,
         batch["input_ids"],
@@ -238,6 +339,7 @@ def sample_student(
         ctx.tokenizer.eos_token_id,
         ctx.tokenizer.pad_token_id,
         ctx.generator,
+        **mix,
     )
     student.train(was_training)
     return response_lists(out.cpu(), ctx.tokenizer.eos_token_id, keep_eos=True)

@@ -27,6 +27,7 @@ from dpkd_bench import losses
 from dpkd_bench.data.collate import collate_pairs
 from dpkd_bench.methods.base import (
     Method,
+    MethodConfig,
     response_logits,
     response_token_count,
     row_logprobs,
@@ -40,15 +41,17 @@ from dpkd_bench.recipe import require
 
 
 @dataclass
-class DPKDConfig:
+class DPKDConfig(MethodConfig):
     beta: float = 0.1
     pref_weight: float = 0.5
     rkl_weight: float = 0.0
     ce_weight: float = 0.5
     length_normalize: bool = True
     reference_free: bool = False
+    pt_kd_ratio: float = 0.5  # pre-training term as the official code's --LMPT: half LM, half KD
 
     def __post_init__(self):
+        super().__post_init__()
         require(self.beta > 0, "beta", "must be > 0")
         for key in ("pref_weight", "rkl_weight", "ce_weight"):
             require(getattr(self, key) >= 0, key, "must be >= 0")
@@ -79,6 +82,13 @@ class DPKD(Method):
         "sequence-level loss of the paper; the official code's token-level argmax loss is "
         "`dpkd_token`"
     )
+
+    def data_sources(self) -> list[str]:
+        return [
+            "cached teacher samples y_t (preferred)",
+            "on-policy student samples y_s of the same prompts (dispreferred)",
+            "ground-truth responses (the CE term)",
+        ]
 
     def weights(self):
         c = self.config

@@ -14,13 +14,13 @@ from dataclasses import dataclass, replace
 import torch
 
 from dpkd_bench import losses
-from dpkd_bench.methods.base import prepare_ground_truth, sample_student
+from dpkd_bench.methods.base import MethodConfig, prepare_ground_truth, sample_student
 from dpkd_bench.methods.token_level import TokenLevelMethod, check_cache_k
 from dpkd_bench.recipe import require
 
 
 @dataclass
-class GKDConfig:
+class GKDConfig(MethodConfig):
     beta: float = 0.5
     lmbda: float = 0.5  # fraction of on-policy (student-generated) batches
     temperature: float = 0.9  # of the on-policy sampling
@@ -28,6 +28,7 @@ class GKDConfig:
     teacher_cache_k: int = 0  # > 0: off-policy batches read the cached teacher top-k
 
     def __post_init__(self):
+        super().__post_init__()
         require(0.0 <= self.beta <= 1.0, "beta", "must be in [0, 1]")
         require(0.0 <= self.lmbda <= 1.0, "lmbda", "must be in [0, 1]")
         require(self.temperature > 0, "temperature", "must be > 0")
@@ -38,11 +39,20 @@ class GKD(TokenLevelMethod):
     name = "gkd"
     paper = "Agarwal et al. 2024, On-Policy Distillation of LMs (GKD), arXiv 2306.13649; TRL"
     Config = GKDConfig
+    disables_dropout = True  # TRL's GKDConfig.disable_dropout defaults to True (student only)
     units = {"distill": "tokens", "ce": "tokens", "on_policy": "batches"}
 
     @property
     def needs_teacher_samples(self) -> bool:  # type: ignore[override]
         return self.config.seq_kd
+
+    def data_sources(self) -> list[str]:
+        c = self.config
+        off = "cached teacher samples" if c.seq_kd else "ground-truth responses"
+        return [
+            f"on-policy student samples (temperature {c.temperature}) in a fraction "
+            f"lmbda = {c.lmbda} of the batches, {off} in the others"
+        ]
 
     def weights(self):
         return {"distill": 1.0}

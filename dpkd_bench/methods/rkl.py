@@ -15,8 +15,12 @@ class RKLConfig(MixedConfig):
 
 class RKL(TokenLevelMethod):
     name = "rkl"
-    paper = "reverse-KL baseline of MiniLLM (Gu et al. 2024, arXiv 2306.08543), teacher-forced"
+    paper = (
+        "token-level reverse KL, teacher-forced: the RKL baseline of DistiLLM (Ko et al. 2024, "
+        "arXiv 2402.03898) and GKD (Agarwal et al. 2024, arXiv 2306.13649)"
+    )
     Config = RKLConfig
+    deviation = "mixed with CE at kd_ratio 0.5 like `kd` (a toolkit choice)"
 
     def divergence(self, student_logits, teacher_logits):
         return losses.token_reverse_kl(student_logits, teacher_logits)

@@ -5,17 +5,28 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dpkd_bench import losses
-from dpkd_bench.methods.base import Method, forward_logits, response_ce_sum, shifted_labels
+from dpkd_bench.methods.base import (
+    Method,
+    MethodConfig,
+    forward_logits,
+    response_ce_sum,
+    shifted_labels,
+)
+from dpkd_bench.recipe import require
 
 
 @dataclass
-class SFTConfig:
+class SFTConfig(MethodConfig):
     """``response_rows``: project only the response positions onto the vocabulary (the default;
     ``base.response_logits``). False computes the logits of every position first: the same loss
     up to float rounding, kept because the default benchmark's shipped teacher was trained so,
     and a run that trains that teacher itself must reproduce its weights."""
 
     response_rows: bool = True
+
+    def __post_init__(self):
+        super().__post_init__()
+        require(self.pt_kd_ratio == 0, "pt_kd_ratio", "must be 0: sft has no teacher")
 
 
 class SFT(Method):

@@ -25,6 +25,7 @@ import torch
 from dpkd_bench import losses, teacher_cache
 from dpkd_bench.methods.base import (
     Method,
+    MethodConfig,
     response_logits,
     scatter_sum,
     shifted_labels,
@@ -38,7 +39,7 @@ def check_cache_k(value: int) -> None:
 
 
 @dataclass
-class MixedConfig:
+class MixedConfig(MethodConfig):
     """``kd_ratio`` r weights the divergence; 1 - r weights the CE (MiniLLM scripts: 0.5).
 
     ``teacher_cache_k``: 0 runs the teacher at every step (exact); k > 0 reads the teacher's
@@ -49,6 +50,7 @@ class MixedConfig:
     teacher_cache_k: int = 0
 
     def __post_init__(self):
+        super().__post_init__()
         require(0.0 <= self.kd_ratio <= 1.0, "kd_ratio", "must be in [0, 1]")
         check_cache_k(self.teacher_cache_k)
 
