@@ -6,9 +6,12 @@ whose manifest state is "done" (or absent) are scored; failed, running and pendi
 listed under the table instead. The per-seed score table (``seed_scores``) is the single source
 for the leaderboard, the Markdown/HTML/LaTeX tables and the score plots; the per-example scores
 of the generation files give the bootstrap intervals and the paired tests against the reference
-method (``dpkd_bench.stats``). Teacher-fidelity figures come from each unit's fidelity.json
-(written by ``dpkd_bench.fidelity``) and published numbers from ``baselines/*.yaml`` when the
-run's recipe names the setting it replicates.
+method (``dpkd_bench.stats``), and the share of the teacher-minus-sft gap each method closes
+("gap recovered", with its own bootstrap interval). Teacher-fidelity figures come from each
+unit's fidelity.json (written by ``dpkd_bench.fidelity``) and published numbers from
+``baselines/*.yaml`` when the run's recipe names the setting it replicates. A run of a
+smoke-test recipe (named ``synthetic-quick``, or whose resolved recipe says ``smoke: true``)
+is flagged at the top of leaderboard.md, report.html and the LaTeX caption.
 """
 
 from __future__ import annotations
@@ -49,6 +52,9 @@ from dpkd_bench.stats import (
     example_statistics,
     format_interval,
     format_mean_std,
+    gap_columns,
+    gap_recovered,
+    gap_statistics,
     is_significant,
     sample_std,
     statistics_columns,
@@ -68,10 +74,15 @@ LEADERBOARD_COLUMNS = [
 SCORE_KEYS = [key for key, _ in SCORES]
 # Appended after the contract columns of leaderboard.csv (never before or between them).
 STATISTICS_COLUMNS = statistics_columns(SCORE_KEYS)[2:]
+# Then, per score: the share of the teacher - sft gap closed and its 95% bootstrap interval.
+GAP_COLUMNS = gap_columns(SCORE_KEYS)
 SEED_COLUMNS = ["method", "seed", "eval_set", "rougeL", "exact_match", "n"]
 EXAMPLE_COLUMNS = ["method", "seed", "eval_set", "id", *SCORE_KEYS]
 NOT_LOSS_TERMS = {"method", "seed", "step", "lr", "tokens_per_s", "elapsed_s"}
 REFERENCE_METHOD = "sft"  # paired tests compare every other method with this one, when it ran
+TEACHER = "teacher"  # with REFERENCE_METHOD, bounds the gap that "gap recovered" measures
+PRIMARY = SCORE_KEYS[0]  # the score the gap-closed tables show
+SMOKE_RECIPES = ("synthetic-quick",)  # flagged even when their manifest predates `smoke`
 MARKER = "†"  # significant difference from the reference method
 SAMPLES_PER_SET = 5
 TRAINING_PLOT = "training_curves.png"
@@ -93,6 +104,15 @@ class RunView:
     @property
     def recipe_name(self) -> str:
         return str(self.manifest.get("recipe_name") or self.run.root.name)
+
+    @property
+    def smoke(self) -> bool:
+        """A smoke-test recipe: its resolved recipe says ``smoke: true``, or it is named
+        as one of SMOKE_RECIPES."""
+        recipe = self.manifest.get("recipe")
+        recipe = recipe if isinstance(recipe, dict) else {}
+        names = {self.recipe_name, str(recipe.get("name"))}
+        return recipe.get("smoke") is True or any(name in names for name in SMOKE_RECIPES)
 
     @property
     def methods(self) -> list[str]:
@@ -226,6 +246,26 @@ def with_statistics(
     return merged[[*LEADERBOARD_COLUMNS, *STATISTICS_COLUMNS]]
 
 
+def bound_means(board: pd.DataFrame, method: str, key: str) -> pd.Series:
+    """Each row's eval-set mean ``key`` score of ``method`` (NaN where it has none)."""
+    means = board[board["method"] == method].set_index("eval_set")[f"{key}_mean"]
+    return board["eval_set"].map(means).astype(float)
+
+
+def with_gap_recovered(
+    board: pd.DataFrame, examples: pd.DataFrame, n_resamples: int = N_RESAMPLES
+) -> pd.DataFrame:
+    """The board with GAP_COLUMNS appended: (mean - sft mean) / (teacher mean - sft mean) per
+    score, and its bootstrap interval over examples; NaN where sft or teacher has no score on
+    the eval set or the two are equal."""
+    intervals = gap_statistics(examples, SCORE_KEYS, REFERENCE_METHOD, TEACHER, n_resamples)
+    merged = board.merge(intervals, on=["method", "eval_set"], how="left", sort=False)
+    for key in SCORE_KEYS:
+        bounds = (bound_means(merged, name, key) for name in (REFERENCE_METHOD, TEACHER))
+        merged[f"{key}_gap_recovered"] = gap_recovered(merged[f"{key}_mean"], *bounds)
+    return merged[[*board.columns, *GAP_COLUMNS]]
+
+
 # ---- one table model for Markdown and HTML ------------------------------------------------
 @dataclass(frozen=True)
 class Cell:
@@ -327,6 +367,62 @@ def interval_legend() -> str:
         f"Brackets: 95% percentile bootstrap interval of the mean over examples ({N_RESAMPLES} "
         "resamples, fixed seed; per-example scores averaged over training seeds first)."
     )
+
+
+def smoke_banner(view: RunView) -> str:
+    """One line for the top of the report when the recipe is a smoke test, else ""."""
+    if not view.smoke:
+        return ""
+    return (
+        f"Smoke test: recipe '{view.recipe_name}' is a smoke-test recipe, too small to rank "
+        "methods; its numbers carry no meaning."
+    )
+
+
+# ---- gap recovered: the share of the teacher - sft gap each method closes --------------------
+GAP_TITLE = f"Gap closed ({dict(SCORES)[PRIMARY]})"
+GAP_LEGEND = (
+    f"Gap closed = (method − {REFERENCE_METHOD}) / ({TEACHER} − {REFERENCE_METHOD}) in mean "
+    f"{dict(SCORES)[PRIMARY]}, in %: 100% reaches the teacher, 0% is no better than "
+    f"{REFERENCE_METHOD}, negative is worse ({NO_VALUE}: teacher equals {REFERENCE_METHOD}, or a "
+    "score is missing). Brackets: 95% percentile bootstrap interval, resampling examples "
+    f"jointly for the method, {REFERENCE_METHOD} and the teacher (none when a resampled gap "
+    "reaches zero)."
+)
+
+
+def gap_note(board: pd.DataFrame) -> str:
+    """Why there is no gap-closed table, or "" when there is one."""
+    missing = [m for m in (REFERENCE_METHOD, TEACHER) if m not in set(board["method"])]
+    if not missing:
+        return ""
+    names = " and ".join(f"'{m}'" for m in missing)
+    return f"No gap-closed table: this run has no {names} scores, which bound the gap."
+
+
+def gap_cell(record: pd.Series | None, inline: bool) -> Cell:
+    """``"33% [30, 36]"`` (interval inline) or ``Cell("33%", interval="[30, 36]")``."""
+    point = math.nan if record is None else _value(record, f"{PRIMARY}_gap_recovered")
+    if math.isnan(point):
+        return Cell(NO_VALUE)
+    low, high = (_value(record, f"{PRIMARY}_gap_recovered_{end}") for end in ("lo", "hi"))
+    interval = "" if math.isnan(low) else format_interval(100 * low, 100 * high, digits=0)
+    text = f"{100 * point:.0f}%"
+    if inline:
+        return Cell(f"{text} {interval}".strip())
+    return Cell(text, interval=interval)
+
+
+def gap_rows(board: pd.DataFrame, eval_sets: list[str], inline: bool) -> list[Row]:
+    """Every method but the two bounds (100% and 0% by definition); student_init a reference."""
+    rows = []
+    shown = board[~board["method"].isin([REFERENCE_METHOD, TEACHER])]
+    for method, group in shown.groupby("method", sort=False):
+        by_set = group.set_index("eval_set")
+        cells = [gap_cell(by_set.loc[e] if e in by_set.index else None, inline) for e in eval_sets]
+        seeds = "/".join(str(n) for n in sorted(set(group["n_seeds"])))
+        rows.append(Row(method, method in REFERENCE_ROWS, seeds, cells))
+    return rows
 
 
 # ---- ablations: variants of one method side by side ------------------------------------------
@@ -437,14 +533,30 @@ def markdown_grid(header: list[str], rows: list[list[str]], left: int = 1) -> li
     return lines + ["| " + " | ".join(md_text(c) for c in row) + " |" for row in rows]
 
 
+def markdown_gap(board: pd.DataFrame) -> list[str]:
+    if board.empty:
+        return []
+    note = gap_note(board)
+    if note:
+        return ["", note]
+    eval_sets = board_eval_sets(board)
+    header = ["method", "seeds", *eval_sets]
+    table = markdown_table(header, gap_rows(board, eval_sets, inline=True))
+    return ["", f"## {GAP_TITLE}", "", GAP_LEGEND, "", *table]
+
+
 def render_markdown(view: RunView, board: pd.DataFrame) -> str:
     eval_sets = board_eval_sets(board)
-    lines = [f"# dpkd-bench leaderboard: {md_text(view.recipe_name)}", "", LEGEND, ""]
+    lines = [f"# dpkd-bench leaderboard: {md_text(view.recipe_name)}", ""]
+    banner = smoke_banner(view)
+    lines += [f"> **{md_text(banner)}**", ""] if banner else []
+    lines += [LEGEND, ""]
     if board.empty:
         lines.append("No finished units yet.")
     else:
         lines += markdown_table(table_header(eval_sets), table_rows(board, eval_sets))
         lines += ["", significance_legend(board)]
+    lines += markdown_gap(board)
     lines += markdown_ablations(ablation_tables(board)) if not board.empty else []
     fidelity = fidelity_table(fidelity_scores(view))
     if not fidelity.empty:
@@ -829,6 +941,7 @@ img { max-width: 100%; }
 .sample { border-left: 3px solid #ccc; padding-left: 1em; margin: 1.5em 0; }
 .ci { color: #666; font-size: 0.85em; font-weight: normal; }
 .sig { color: #a00; }
+p.smoke { border: 2px solid #c60; background: #fff4e5; padding: 8px; font-weight: bold; }
 table.fidelity td:nth-child(n+3), table.baselines td:nth-child(n+2) { text-align: right; }
 """
 
@@ -844,7 +957,7 @@ def html_score_cell(cell: Cell) -> str:
     return f'<td class="{classes}">{esc(cell.text)}{marker}{interval}</td>'
 
 
-def html_table(header: list[str], rows: list[Row]) -> str:
+def html_table(header: list[str], rows: list[Row], css_class: str = "leaderboard") -> str:
     head = "".join(f"<th>{esc(h)}</th>" for h in header)
     body = []
     for row in rows:
@@ -854,7 +967,7 @@ def html_table(header: list[str], rows: list[Row]) -> str:
             f'<tr{attr}><td>{esc(row.method)}</td><td class="num">{esc(row.seeds)}</td>{cells}</tr>'
         )
     return (
-        f'<table class="leaderboard"><thead><tr>{head}</tr></thead>'
+        f'<table class="{esc(css_class)}"><thead><tr>{head}</tr></thead>'
         f"<tbody>{''.join(body)}</tbody></table>"
     )
 
@@ -882,6 +995,17 @@ def html_leaderboard(view: RunView, board: pd.DataFrame) -> str:
         items = "".join(f"<li>{esc(line)}</li>" for line in left_out)
         parts.append(f"<p>Units not in the table:</p><ul>{items}</ul>")
     return "\n".join(parts)
+
+
+def html_gap(board: pd.DataFrame) -> str:
+    if board.empty:
+        return ""
+    note = gap_note(board)
+    if note:
+        return f"<p>{esc(note)}</p>"
+    eval_sets = board_eval_sets(board)
+    table = html_table(["method", "seeds", *eval_sets], gap_rows(board, eval_sets, False), "gap")
+    return f"<h2>{esc(GAP_TITLE)}</h2>\n<p>{esc(GAP_LEGEND)}</p>\n{table}"
 
 
 def html_fidelity(view: RunView) -> str:
@@ -950,8 +1074,10 @@ def render_html(view: RunView, board: pd.DataFrame, plots: dict[str, Plot]) -> s
     manifest = json.dumps(view.manifest, indent=2, ensure_ascii=False, sort_keys=False)
     body = [
         f"<h1>{esc(title)}</h1>",
+        f'<p class="smoke">{esc(smoke_banner(view))}</p>' if view.smoke else "",
         f"<p>Recipe: <b>{esc(view.recipe_name)}</b></p>",
         html_leaderboard(view, board),
+        html_gap(board),
         html_ablations(ablation_tables(board)) if not board.empty else "",
         html_fidelity(view),
         html_baselines(published_comparison(view, board)),
@@ -1163,6 +1289,7 @@ LATEX_ESCAPES = {
     NO_VALUE: "---",
     MARKER: r"$^{\dagger}$",
     "±": r"$\pm$",
+    "−": r"$-$",
     "‖": r"$\|$",
 }
 
@@ -1196,7 +1323,13 @@ def latex_table(board: pd.DataFrame, eval_sets: list[str]) -> list[str]:
         rf"Method & Seeds & {labels} \\",
         r"\midrule",
     ]
-    for row in table_rows(board, eval_sets):
+    return lines + latex_rows(table_rows(board, eval_sets))
+
+
+def latex_rows(rows: list[Row]) -> list[str]:
+    """The body rows and the closing rules of a tabular of Method, Seeds and ``Cell`` columns."""
+    lines = []
+    for row in rows:
         name = latex_text(row.method)
         name = rf"\textit{{{name}}}" if row.reference else name
         cells = " & ".join(latex_cell(c, row.reference) for c in row.cells)
@@ -1204,11 +1337,33 @@ def latex_table(board: pd.DataFrame, eval_sets: list[str]) -> list[str]:
     return lines + [r"\bottomrule", r"\end{tabular}"]
 
 
+def latex_gap(board: pd.DataFrame) -> list[str]:
+    """A second table: the gap closed per eval set (none without sft and teacher scores)."""
+    if board.empty or gap_note(board):
+        return []
+    eval_sets = board_eval_sets(board)
+    labels = " & ".join(latex_text(e) for e in eval_sets)
+    return [
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\small",
+        r"\begin{tabular}{lr" + "r" * len(eval_sets) + "}",
+        r"\toprule",
+        rf"Method & Seeds & {labels} \\",
+        r"\midrule",
+        *latex_rows(gap_rows(board, eval_sets, inline=True)),
+        rf"\caption{{{latex_text(GAP_TITLE + '. ' + GAP_LEGEND)}}}",
+        r"\end{table}",
+    ]
+
+
 def render_latex(view: RunView, board: pd.DataFrame) -> str:
     """A booktabs table of the leaderboard (needs \\usepackage{booktabs})."""
     caption = f"{view.recipe_name}: {LEGEND}"
     if not board.empty:
         caption += " " + significance_legend(board)
+    if view.smoke:
+        caption = f"{smoke_banner(view)} {caption}"
     lines = [
         f"% dpkd-bench leaderboard: {' '.join(view.recipe_name.split())}",
         r"% needs \usepackage{booktabs} in the preamble",
@@ -1220,7 +1375,7 @@ def render_latex(view: RunView, board: pd.DataFrame) -> str:
         lines.append(r"No finished units yet.")
     else:
         lines += latex_table(board, board_eval_sets(board))
-    lines += [rf"\caption{{{latex_text(caption)}}}", r"\end{table}"]
+    lines += [rf"\caption{{{latex_text(caption)}}}", r"\end{table}", *latex_gap(board)]
     return "\n".join(lines) + "\n"
 
 
@@ -1238,7 +1393,9 @@ def render(run_dir: str | Path, n_resamples: int = N_RESAMPLES) -> list[Path]:
     """(Re)write leaderboard.csv/.md/.tex, families.csv, report.html and plots/*.png."""
     run = RunDir(run_dir)
     view = load_run(run)
-    board = with_statistics(aggregate(seed_scores(view)), example_scores(view), n_resamples)
+    examples = example_scores(view)
+    board = with_statistics(aggregate(seed_scores(view)), examples, n_resamples)
+    board = with_gap_recovered(board, examples, n_resamples)
     plots = all_plots(view, board)
     texts = {
         "leaderboard.csv": board.to_csv(index=False, lineterminator="\n"),

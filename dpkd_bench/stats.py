@@ -17,6 +17,13 @@ Pure functions over numbers and tables (numpy, pandas); no file I/O and no model
   ``(1 + #{resamples with |mean of sign-flipped differences| >= |observed mean|}) /
   (1 + n_resamples)``, so it is never 0, and it is exactly 1 when the two methods score every
   example the same.
+* **Gap recovered** (:func:`gap_recovered`, :func:`gap_recovered_ci`): the share of the
+  ``ceiling - floor`` gap (teacher minus sft) a method closes, ``(method - floor) / (ceiling -
+  floor)`` on mean scores: 1 reaches the ceiling, 0 is no better than the floor, negative is
+  worse. NaN when the gap is zero, never inf. Its interval is the same percentile bootstrap,
+  resampling examples jointly for the three (paired on the examples all three were scored on,
+  seed-averaged first); it is NaN when some resample's gap is zero or of the other sign, where
+  the ratio is unbounded.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ ALPHA = 0.05  # significance level of the table markers
 SEED = 0
 NOT_AVAILABLE = "n/a"
 _TIE = 1e-9  # |statistic| within this of the observed one counts as "as extreme"
+_ZERO_GAP = 1e-9  # a ceiling - floor gap this small counts as no gap
 
 
 # ---- spread over training seeds ------------------------------------------------------------
@@ -78,15 +86,27 @@ def bootstrap_ci(
     array = np.asarray(values, dtype=float)
     if array.size == 0:
         return math.nan, math.nan
+    picks = resample_indices(array.size, n_resamples, confidence, seed)
+    return percentile_interval(array[picks].mean(axis=1), confidence)
+
+
+def resample_indices(n: int, n_resamples: int, confidence: float, seed: int) -> np.ndarray:
+    """``[n_resamples, n]`` example indices drawn with replacement from a fixed seed.
+
+    Index the per-example score arrays of several methods with the same result to resample
+    examples jointly (paired).
+    """
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
     if n_resamples < 1:
         raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, array.size, size=(n_resamples, array.size))
-    means = array[picks].mean(axis=1)
+    return np.random.default_rng(seed).integers(0, n, size=(n_resamples, n))
+
+
+def percentile_interval(statistics: np.ndarray, confidence: float) -> tuple[float, float]:
+    """The central ``confidence`` interval of a statistic's resampled values."""
     tail = (1 - confidence) / 2
-    low, high = np.quantile(means, [tail, 1 - tail])
+    low, high = np.quantile(statistics, [tail, 1 - tail])
     return float(low), float(high)
 
 
@@ -125,11 +145,65 @@ def is_significant(p_value: float, alpha: float = ALPHA) -> bool:
     return not math.isnan(p_value) and p_value < alpha
 
 
+# ---- gap recovered -------------------------------------------------------------------------
+def gap_recovered(score, floor, ceiling) -> np.ndarray:
+    """``(score - floor) / (ceiling - floor)``, elementwise on numbers or arrays of mean scores.
+
+    NaN where the gap ``ceiling - floor`` is zero (within 1e-9) or any input is NaN; never inf.
+    """
+    score, floor, ceiling = (np.asarray(v, dtype=float) for v in (score, floor, ceiling))
+    gap = ceiling - floor
+    defined = np.abs(gap) > _ZERO_GAP  # False for NaN too
+    return np.where(defined, (score - floor) / np.where(defined, gap, 1.0), math.nan)
+
+
+def gap_recovered_ci(
+    scores: Sequence[float],
+    floor: Sequence[float],
+    ceiling: Sequence[float],
+    n_resamples: int = N_RESAMPLES,
+    confidence: float = CONFIDENCE,
+    seed: int = SEED,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of :func:`gap_recovered` of the three means.
+
+    ``scores[i]``, ``floor[i]`` and ``ceiling[i]`` belong to the same example; each resample
+    draws the same examples for the three. (NaN, NaN) for no examples, for a zero observed gap,
+    and when some resample's gap is zero or of the other sign than the observed one (the
+    ratio is unbounded there).
+    """
+    arrays = [np.asarray(v, dtype=float) for v in (scores, floor, ceiling)]
+    if len({a.shape for a in arrays}) != 1:
+        raise ValueError(
+            "gap recovered needs one floor and one ceiling score per example: "
+            + ", ".join(str(a.size) for a in arrays)
+            + " scores, floor and ceiling scores"
+        )
+    if arrays[0].size == 0:
+        return math.nan, math.nan
+    observed = arrays[2].mean() - arrays[1].mean()
+    if abs(observed) <= _ZERO_GAP:
+        return math.nan, math.nan
+    picks = resample_indices(arrays[0].size, n_resamples, confidence, seed)
+    means = [a[picks].mean(axis=1) for a in arrays]
+    if np.any((means[2] - means[1]) * np.sign(observed) <= _ZERO_GAP):
+        return math.nan, math.nan
+    return percentile_interval(gap_recovered(*means), confidence)
+
+
 # ---- one table of intervals and tests ------------------------------------------------------
+def align_examples(*series: pd.Series) -> list[np.ndarray]:
+    """Scores of the examples (ids) every Series holds, aligned by id (first one's order)."""
+    common = series[0].index
+    for other in series[1:]:
+        common = common.intersection(other.index, sort=False)
+    return [s.loc[common].to_numpy(float) for s in series]
+
+
 def pair_with_reference(method: pd.Series, reference: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """Scores of the examples (ids) both Series hold, aligned by id."""
-    common = method.index.intersection(reference.index, sort=False)
-    return method.loc[common].to_numpy(float), reference.loc[common].to_numpy(float)
+    scores, reference_scores = align_examples(method, reference)
+    return scores, reference_scores
 
 
 def group_statistics(
@@ -193,3 +267,37 @@ def statistics_columns(keys: Sequence[str]) -> list[str]:
     intervals = [f"{key}_ci_{end}" for key in keys for end in ("low", "high")]
     tests = [f"{key}_p_vs_reference" for key in keys]
     return ["method", "eval_set", "n_examples", *intervals, "reference", *tests]
+
+
+def gap_columns(keys: Sequence[str]) -> list[str]:
+    """``<key>_gap_recovered``, ``..._lo``, ``..._hi`` per key (leaderboard order)."""
+    return [f"{key}_gap_recovered{end}" for key in keys for end in ("", "_lo", "_hi")]
+
+
+def gap_statistics(
+    examples: pd.DataFrame,
+    keys: Sequence[str],
+    floor: str,
+    ceiling: str,
+    n_resamples: int = N_RESAMPLES,
+    seed: int = SEED,
+) -> pd.DataFrame:
+    """Bootstrap intervals of the gap recovered per (method, eval_set).
+
+    ``examples`` as for :func:`example_statistics`; ``floor`` and ``ceiling`` name the methods
+    whose scores bound the gap (sft and teacher). Returns method, eval_set and
+    ``<key>_gap_recovered_lo``/``_hi`` per key: NaN where either bound has no scores on that
+    eval set (see :func:`gap_recovered_ci` for the other NaN cases).
+    """
+    columns = ["method", "eval_set", *(c for c in gap_columns(keys) if c.endswith(("lo", "hi")))]
+    rows = []
+    for (method, eval_set), group in examples.groupby(["method", "eval_set"], sort=False):
+        same_set = examples[examples["eval_set"] == eval_set]
+        bounds = [same_set[same_set["method"] == name] for name in (floor, ceiling)]
+        row = {"method": method, "eval_set": eval_set}
+        for key in keys:
+            aligned = align_examples(*(example_means(g, key) for g in (group, *bounds)))
+            interval = gap_recovered_ci(*aligned, n_resamples=n_resamples, seed=seed)
+            row[f"{key}_gap_recovered_lo"], row[f"{key}_gap_recovered_hi"] = interval
+        rows.append(row)
+    return pd.DataFrame(rows, columns=columns)

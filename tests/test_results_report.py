@@ -15,7 +15,13 @@ import yaml
 
 from dpkd_bench import results
 from dpkd_bench.errors import UserError
-from dpkd_bench.report import LEADERBOARD_COLUMNS, STATISTICS_COLUMNS, leaderboard, render
+from dpkd_bench.report import (
+    GAP_COLUMNS,
+    LEADERBOARD_COLUMNS,
+    STATISTICS_COLUMNS,
+    leaderboard,
+    render,
+)
 from dpkd_bench.results import (
     REFERENCE_ROWS,
     RunDir,
@@ -221,7 +227,7 @@ def test_leaderboard_markdown_bolds_best_student_marks_single_seed_and_significa
     run, _ = rendered
     md = (run.root / "leaderboard.md").read_text(encoding="utf-8")
     assert "fake-recipe" in md.splitlines()[0]
-    board_md = md.split("## Ablation")[0]
+    board_md = md.split("## Gap closed")[0]
     lines = {
         line.split(" | ")[0].strip("|* "): line for line in board_md.splitlines() if "|" in line
     }
@@ -244,7 +250,7 @@ def test_leaderboard_markdown_bolds_best_student_marks_single_seed_and_significa
 def test_csv_keeps_the_contract_columns_first_and_appends_intervals_and_tests(rendered):
     run, _ = rendered
     board = pd.read_csv(run.root / "leaderboard.csv", keep_default_na=False, na_values=[""])
-    assert list(board.columns) == LEADERBOARD_COLUMNS + STATISTICS_COLUMNS
+    assert list(board.columns) == LEADERBOARD_COLUMNS + STATISTICS_COLUMNS + GAP_COLUMNS
     row = board.set_index(["method", "eval_set"])
     kd = row.loc[("kd", "dolly")]
     assert kd.n_examples == N_EXAMPLES and kd.reference == "sft"
@@ -270,6 +276,140 @@ def test_without_the_reference_method_there_are_no_markers(tmp_path: Path):
     board = pd.read_csv(run.root / "leaderboard.csv")
     assert board["rougeL_p_vs_reference"].isna().all()
     assert board["rougeL_ci_low"].notna().all()
+
+
+# ---- gap recovered -------------------------------------------------------------------------
+# teacher 80, sft 40, method 60 on ROUGE-L: half the gap; exact match: teacher equals sft.
+GAP_SCORES = {
+    ("teacher", 1): {"dolly": (80.0, 20.0)},
+    ("sft", 1): {"dolly": (40.0, 20.0)},
+    ("kd", 1): {"dolly": (60.0, 30.0)},
+}
+
+
+def read_board(run: RunDir) -> pd.DataFrame:
+    board = pd.read_csv(run.root / "leaderboard.csv", keep_default_na=False, na_values=[""])
+    return board.set_index(["method", "eval_set"])
+
+
+def test_csv_contract_columns_come_first_and_gap_columns_last(rendered):
+    run, _ = rendered
+    header = (run.root / "leaderboard.csv").read_text(encoding="utf-8").splitlines()[0].split(",")
+    contract = ["method", "eval_set", "n_seeds", "rougeL_mean", "rougeL_std"]
+    assert header[:7] == [*contract, "exact_match_mean", "exact_match_std"]
+    assert header[-6:] == [
+        "rougeL_gap_recovered",
+        "rougeL_gap_recovered_lo",
+        "rougeL_gap_recovered_hi",
+        "exact_match_gap_recovered",
+        "exact_match_gap_recovered_lo",
+        "exact_match_gap_recovered_hi",
+    ]
+    assert header == LEADERBOARD_COLUMNS + STATISTICS_COLUMNS + GAP_COLUMNS
+
+
+def test_gap_recovered_is_the_share_of_the_teacher_sft_gap(tmp_path: Path):
+    run = make_run(tmp_path / "run", GAP_SCORES)
+    # kd's examples in another order than sft's and the teacher's: a non-degenerate interval
+    records = read_jsonl(run.unit_dir("kd", 1) / "generations" / "dolly.jsonl")
+    for record, offset in zip(records, reversed(OFFSETS), strict=True):
+        record["rougeL"] = 60.0 + offset
+    write_jsonl(run.unit_dir("kd", 1) / "generations" / "dolly.jsonl", records)
+    render(run.root)
+    row = read_board(run)
+    kd = row.loc[("kd", "dolly")]
+    assert kd.rougeL_gap_recovered == pytest.approx(0.5)
+    assert kd.rougeL_gap_recovered_lo < 0.5 < kd.rougeL_gap_recovered_hi
+    assert kd.rougeL_gap_recovered_hi - kd.rougeL_gap_recovered_lo < 0.5
+    assert row.loc[("teacher", "dolly")].rougeL_gap_recovered == 1.0
+    assert row.loc[("sft", "dolly")].rougeL_gap_recovered == 0.0
+    gap_em = [c for c in GAP_COLUMNS if c.startswith("exact_match")]
+    assert row[gap_em].isna().all().all()  # teacher == sft: no gap, empty, never inf
+    line = (run.root / "leaderboard.csv").read_text(encoding="utf-8").splitlines()[-1]
+    assert line.startswith("kd,dolly,1,60.0,")
+    assert line.endswith(",,,")  # the exact-match gap cells are empty
+    md = (run.root / "leaderboard.md").read_text(encoding="utf-8")
+    section = md.split("## Gap closed (ROUGE-L)")[1]
+    assert "(method − sft) / (teacher − sft)" in section
+    assert re.search(r"\| kd \| 1 \| 50% \[\d+, \d+\] \|", section)
+    assert "| sft |" not in section and "| *teacher* |" not in section  # 0% and 100%
+    page = (run.root / "report.html").read_text(encoding="utf-8")
+    assert "<h2>Gap closed (ROUGE-L)</h2>" in page and '<table class="gap">' in page
+    assert re.search(r'<td class="num">50%<br><span class="ci">\[\d+, \d+\]</span>', page)
+    tex = (run.root / "leaderboard.tex").read_text(encoding="utf-8")
+    assert re.search(r"kd & 1 & 50\\% \{\[\}\d+, \d+\{\]\} \\\\", tex)
+    assert "−" not in tex
+
+
+def test_gap_of_the_fixture_run_in_markdown(rendered):
+    run, _ = rendered
+    md = (run.root / "leaderboard.md").read_text(encoding="utf-8")
+    section = md.split("## Gap closed (ROUGE-L)")[1].split("\n## ")[0]
+    assert "| method | seeds | dolly | shifted |" in section
+    assert "| kd | 2 | 33% [33, 33] | 30% [30, 30] |" in section  # (22-13)/(40-13), (16-10)/20
+    assert "| *student_init* | 1 | *-11% [-11, -11]* | *-10% [-10, -10]* |" in section
+
+
+@pytest.mark.parametrize("missing", ["sft", "teacher"])
+def test_gap_recovered_is_empty_without_sft_or_teacher(tmp_path: Path, missing: str):
+    scores = {unit: values for unit, values in SCORES.items() if unit[0] != missing}
+    run = make_run(tmp_path / "run", scores)
+    render(run.root)
+    assert read_board(run)[GAP_COLUMNS].isna().all().all()
+    md = (run.root / "leaderboard.md").read_text(encoding="utf-8")
+    assert "## Gap closed" not in md
+    assert f"No gap-closed table: this run has no '{missing}' scores" in md
+    tex = (run.root / "leaderboard.tex").read_text(encoding="utf-8")
+    assert tex.count(r"\begin{table}") == 1
+
+
+def test_gap_cells_are_dashes_where_teacher_equals_sft(tmp_path: Path):
+    same = {unit: {"dolly": values["dolly"]} for unit, values in GAP_SCORES.items()}
+    same[("teacher", 1)] = {"dolly": (40.0, 20.0)}
+    run = make_run(tmp_path / "run", same)
+    render(run.root)
+    assert read_board(run)[GAP_COLUMNS].isna().all().all()
+    md = (run.root / "leaderboard.md").read_text(encoding="utf-8")
+    assert "| kd | 1 | — |" in md.split("## Gap closed")[1]
+
+
+# ---- smoke-test recipes --------------------------------------------------------------------
+SMOKE = "Smoke test: recipe '{}' is a smoke-test recipe, too small to rank methods; its numbers"
+
+
+def rename_recipe(run: RunDir, name: str) -> None:
+    manifest = run.load_manifest()
+    manifest["recipe_name"] = manifest["recipe"]["name"] = name
+    run.save_manifest(manifest)
+
+
+@pytest.mark.parametrize("how", ["name", "flag"])
+def test_smoke_recipes_carry_a_banner_at_the_top(tmp_path: Path, how: str):
+    if how == "flag":
+        run, name = make_run(tmp_path / "run", GAP_SCORES, smoke=True), "fake-recipe"
+    else:
+        run, name = make_run(tmp_path / "run", GAP_SCORES), "synthetic-quick"
+        rename_recipe(run, name)
+    render(run.root)
+    md = (run.root / "leaderboard.md").read_text(encoding="utf-8").splitlines()
+    assert md[2].startswith("> **" + SMOKE.format(name))
+    assert md[2].endswith("carry no meaning.**")
+    page = (run.root / "report.html").read_text(encoding="utf-8")
+    banner = '<p class="smoke">' + SMOKE.format(name).replace("'", "&#x27;")
+    assert banner in page
+    assert page.index(banner) < page.index("<h2>Leaderboard</h2>")
+    tex = (run.root / "leaderboard.tex").read_text(encoding="utf-8")
+    assert r"\caption{Smoke test: recipe" in tex
+
+
+def test_other_recipes_have_no_smoke_banner(rendered, tmp_path: Path):
+    pages = [(rendered[0].root / n).read_text(encoding="utf-8") for n in ("leaderboard.md",)]
+    run = make_run(tmp_path / "run", GAP_SCORES, smoke=False)
+    rename_recipe(run, "synthetic-default")
+    render(run.root)
+    pages += [(run.root / n).read_text(encoding="utf-8") for n in ("leaderboard.md",)]
+    pages += [(d / "report.html").read_text(encoding="utf-8") for d in (rendered[0].root, run.root)]
+    assert not any("Smoke test" in page or 'class="smoke"' in page for page in pages)
 
 
 # ---- rendered files ------------------------------------------------------------------------
@@ -337,7 +477,7 @@ def test_render_with_no_finished_units_writes_empty_tables(tmp_path: Path):
     run.save_manifest({"recipe_name": "r", "methods": ["kd"], "units": {"kd/seed-1": {}}})
     render(tmp_path)
     header = (tmp_path / "leaderboard.csv").read_text().strip()
-    assert header == ",".join(LEADERBOARD_COLUMNS + STATISTICS_COLUMNS)
+    assert header == ",".join(LEADERBOARD_COLUMNS + STATISTICS_COLUMNS + GAP_COLUMNS)
     assert "No finished units yet." in (tmp_path / "leaderboard.md").read_text(encoding="utf-8")
 
 
@@ -355,7 +495,8 @@ def test_latex_table_is_booktabs_with_escaped_names_and_bold_best(rendered):
     for command in (r"\toprule", r"\midrule", r"\bottomrule", r"\begin{tabular}{lrrrrr}"):
         assert command in tex
     assert r"\multicolumn{2}{c}{dolly}" in tex and r"\cmidrule(lr){3-4}" in tex
-    rows = {line.split(" & ")[0]: line for line in tex.splitlines() if line.endswith(r"\\")}
+    board = tex.split(r"\end{table}")[0]  # the gap-closed table follows
+    rows = {line.split(" & ")[0]: line for line in board.splitlines() if line.endswith(r"\\")}
     sweep = r"dpkd{[}beta=0.05,rkl\_weight=0{]}"
     assert rows[sweep].startswith(sweep + r" & 2 & \textbf{28.00 $\pm$ 2.83}$^{\dagger}$ & ")
     assert r"\textit{student\_init}" in rows and r"\textit{40.00 $\pm$ n/a}" in tex

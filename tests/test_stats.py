@@ -14,6 +14,10 @@ from dpkd_bench.stats import (
     example_statistics,
     format_interval,
     format_mean_std,
+    gap_columns,
+    gap_recovered,
+    gap_recovered_ci,
+    gap_statistics,
     is_significant,
     paired_permutation_test,
     sample_std,
@@ -137,3 +141,74 @@ def test_only_examples_scored_by_both_are_paired():
     table = example_statistics(frame, ["rougeL"], "sft").set_index("method")
     assert table.at["kd", "rougeL_p_vs_reference"] == 1.0
     assert table.at["kd", "n_examples"] == 31
+
+
+# ---- gap recovered -------------------------------------------------------------------------
+def test_gap_recovered_is_the_share_of_the_gap_and_nan_without_one():
+    assert gap_recovered(60.0, 40.0, 80.0) == 0.5
+    assert gap_recovered(80.0, 40.0, 80.0) == 1.0 and gap_recovered(40.0, 40.0, 80.0) == 0.0
+    assert gap_recovered(30.0, 40.0, 80.0) == -0.25  # worse than the floor
+    assert math.isnan(gap_recovered(60.0, 40.0, 40.0))  # no gap: NaN, never inf
+    assert math.isnan(gap_recovered(60.0, math.nan, 80.0))
+    values = gap_recovered([60.0, 50.0, 1.0], [40.0, 40.0, 2.0], [80.0, 60.0, 2.0])
+    assert values[:2] == pytest.approx([0.5, 0.5]) and math.isnan(values[2])
+
+
+def gap_arrays(seed: int = 0, n: int = 200, gap: float = 40.0, noise: float = 3.0):
+    """floor, method (halfway), ceiling sharing each example's difficulty (sd 10)."""
+    rng = np.random.default_rng(seed)
+    floor = 40.0 + rng.normal(0.0, 10.0, n)
+    ceiling = floor + gap + rng.normal(0.0, noise, n)
+    method = floor + gap / 2 + rng.normal(0.0, noise, n)
+    return method, floor, ceiling
+
+
+def test_gap_interval_contains_the_estimate_and_is_paired():
+    method, floor, ceiling = gap_arrays(noise=1.0)
+    point = float(gap_recovered(method.mean(), floor.mean(), ceiling.mean()))
+    low, high = gap_recovered_ci(method, floor, ceiling)
+    assert low < point < high
+    # examples resampled jointly: the shared difficulty (sd 10) cancels, only the noise is left
+    assert high - low < 0.02
+    assert gap_recovered_ci(method, floor, ceiling) == (low, high)  # fixed seed
+    shuffled = np.random.default_rng(1).permutation(ceiling)  # pairs broken: much wider
+    wide = gap_recovered_ci(method, floor, shuffled)
+    assert wide[1] - wide[0] > 3 * (high - low)
+    assert gap_recovered_ci(ceiling, floor, ceiling) == (1.0, 1.0)
+    assert gap_recovered_ci(floor, floor, ceiling) == (0.0, 0.0)
+
+
+def test_gap_interval_is_nan_when_the_gap_is_not_bounded_away_from_zero():
+    method, floor, _ = gap_arrays()
+    assert all(math.isnan(v) for v in gap_recovered_ci(method, floor, floor))  # no gap
+    _, floor, ceiling = gap_arrays(gap=0.2, noise=10.0)  # resampled gaps change sign
+    assert all(math.isnan(v) for v in gap_recovered_ci(floor + 0.1, floor, ceiling))
+    assert all(math.isnan(v) for v in gap_recovered_ci([], [], []))
+    with pytest.raises(ValueError, match="one floor and one ceiling score per example"):
+        gap_recovered_ci([1.0, 2.0], [1.0, 2.0], [3.0])
+
+
+def test_gap_statistics_pair_the_examples_all_three_scored():
+    method, floor, ceiling = gap_arrays(n=60)
+    frame = examples_frame(
+        {("sft", 1): list(floor), ("teacher", 1): list(ceiling), ("kd", 1): list(method)}
+    )
+    extra = examples_frame({("kd", 1): [500.0]}).assign(id="only-kd")  # unpaired: left out
+    table = gap_statistics(pd.concat([frame, extra]), ["rougeL"], "sft", "teacher")
+    assert list(table.columns) == ["method", "eval_set", "rougeL_gap_recovered_lo"] + [
+        "rougeL_gap_recovered_hi"
+    ]
+    table = table.set_index("method")
+    assert table.at["kd", "rougeL_gap_recovered_lo"] == gap_recovered_ci(method, floor, ceiling)[0]
+    assert table.at["teacher", "rougeL_gap_recovered_hi"] == 1.0
+    without_teacher = gap_statistics(
+        frame[frame["method"] != "teacher"], ["rougeL"], "sft", "teacher"
+    )
+    assert (
+        without_teacher[["rougeL_gap_recovered_lo", "rougeL_gap_recovered_hi"]].isna().all().all()
+    )
+    assert gap_columns(["rougeL"]) == [
+        "rougeL_gap_recovered",
+        "rougeL_gap_recovered_lo",
+        "rougeL_gap_recovered_hi",
+    ]

@@ -77,7 +77,7 @@ SCHEMA_HELP = (
 
 
 # ---- reading ------------------------------------------------------------------------------
-def _parse_line(path: Path, number: int, line: str) -> dict:
+def parse_jsonl_line(path: Path, number: int, line: str) -> dict:
     try:
         record = json.loads(line)
     except json.JSONDecodeError as err:
@@ -103,7 +103,7 @@ def read_records(path: Path) -> list[tuple[int, dict]]:
     try:
         with open(path, encoding="utf-8") as handle:
             records = [
-                (number, _parse_line(path, number, line))
+                (number, parse_jsonl_line(path, number, line))
                 for number, line in enumerate(handle, start=1)
                 if line.strip()
             ]

@@ -17,14 +17,13 @@ for any of these sources (``data.pretrain_source``):
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from dpkd_bench.data import synthetic
-from dpkd_bench.data.loaders import looks_like_hub_name
+from dpkd_bench.data.loaders import looks_like_hub_name, parse_jsonl_line
 from dpkd_bench.errors import DataError, UserError, hub_error
 
 SYNTHETIC = "synthetic"
@@ -77,13 +76,7 @@ def _jsonl_documents(path: Path, text_field: str) -> Iterator[str]:
     for number, line in _lines(path):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(
-                f"{path} line {number} is not valid JSON ({err.msg} at column {err.colno}); "
-                "each line must hold one JSON object: fix or delete that line"
-            ) from None
+        record = parse_jsonl_line(path, number, line)
         yield _record_text(record, text_field, f"{path} line {number}")
 
 
