@@ -139,7 +139,6 @@ class MiniLLM(Method):
         self._store: list[dict] = []  # one rollout per sequence (token ids and values)
         self._schedule: list[list[int]] = []  # the store's micro-batches still to serve
         self._step: list[dict] = []  # micro-batches of the current optimiser step
-        self._device = ctx.device if ctx is not None else None
 
     def state_dict(self) -> dict:
         """The store and its remaining schedule (a resume continues mid-store exactly)."""
