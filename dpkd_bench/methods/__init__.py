@@ -36,6 +36,17 @@ def _register(classes: list[type[Method]]) -> dict[str, type[Method]]:
 METHODS: dict[str, type[Method]] = _register(
     [SFT, KD, SeqKD, RKL, MiniLLM, SkewFKL, SkewRKL, GKD, TVD, DPKD, DPKDToken]
 )
+# The reference row of paired tests and of "gap recovered", and the method that trains the
+# teacher and student_init: supervised fine-tuning.
+REFERENCE_METHOD = SFT.name
+# The embedded default's methods: the reference, word-level KD, and the two DPKD forms.
+DEFAULT_METHODS = [SFT.name, KD.name, DPKDToken.name, DPKD.name]
+
+
+def supervised_method(**overrides: Any) -> Method:
+    """The supervised fine-tuning method (``REFERENCE_METHOD``) that trains the teacher and
+    student_init, with ``overrides`` of its Config."""
+    return get_method(REFERENCE_METHOD, **overrides)
 
 
 def method_class(name: str) -> type[Method]:
@@ -100,10 +111,13 @@ def validate_methods(
 
 
 __all__ = [
+    "DEFAULT_METHODS",
     "METHODS",
+    "REFERENCE_METHOD",
     "Method",
     "TrainContext",
     "get_method",
     "method_class",
+    "supervised_method",
     "validate_methods",
 ]

@@ -114,6 +114,11 @@ class Method:
         """Whether the run must sample teacher responses for this method."""
         return self.needs_teacher_samples or self.train_data == TEACHER_SAMPLES
 
+    @property
+    def uses_teacher_cache(self) -> bool:
+        """Whether this method reads the teacher-logit cache (its ``teacher_cache_k`` > 0)."""
+        return getattr(self.config, "teacher_cache_k", 0) > 0
+
     # ---- hooks -------------------------------------------------------------------------
     def weights(self) -> dict[str, float]:
         raise NotImplementedError
