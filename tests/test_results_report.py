@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import math
 import os
 import re
@@ -53,7 +54,8 @@ SCORES = {
     ("tvd", 1): {"dolly": (99.0, 99.0), "shifted": (99.0, 99.0)},  # failed unit: left out
 }
 LOSS_TERMS = {"kd": ("ce", "kd"), SWEEP: ("ce", "pref", "rkl")}
-USES_TEACHER = {"sft": False, "kd": True, SWEEP: True, "tvd": True}
+# Trained units: sequences through the teacher's forward, as metrics.json "train" records them.
+TEACHER_FORWARDS = {"sft": 0, "kd": 160, SWEEP: 480, "tvd": 160}
 
 
 def generation_records(method: str, seed: int, name: str, rouge: float, em: float) -> list:
@@ -79,11 +81,10 @@ def write_unit(run: RunDir, method: str, seed: int, scores: dict) -> None:
         name: {"rougeL": r, "exact_match": em, "n": N_EXAMPLES} for name, (r, em) in scores.items()
     }
     metrics = {"method": method, "seed": seed, "eval": evals}
-    if method in USES_TEACHER:
-        metrics["train"] = {"steps": 20, "wall_s": 3.0 + seed, "tokens": 1000}
-        atomic_write_text(
-            unit / "config.yaml", f"uses_teacher: {str(USES_TEACHER[method]).lower()}\n"
-        )
+    if method in TEACHER_FORWARDS:
+        forwards = TEACHER_FORWARDS[method]
+        train = {"steps": 20, "wall_s": 3.0 + seed, "tokens": 1000, "teacher_forwards": forwards}
+        metrics["train"] = train
     write_json(unit / "metrics.json", metrics)
     for name, (rouge, em) in scores.items():
         records = generation_records(method, seed, name, rouge, em)
@@ -472,6 +473,18 @@ def test_report_module_does_not_import_torch():
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
 
 
+def test_report_modules_name_no_method():
+    """The report asks dpkd_bench.methods (REFERENCE_METHOD) instead of naming a method."""
+    import dpkd_bench.report
+    from dpkd_bench.methods import METHODS
+
+    for path in Path(dpkd_bench.report.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                named = set(re.findall(r"[\w-]+", node.value)) & set(METHODS)  # not dpkd-bench
+                assert not named, f"{path.name} names {named} in {node.value!r}"
+
+
 def test_render_with_no_finished_units_writes_empty_tables(tmp_path: Path):
     run = RunDir(tmp_path)
     run.save_manifest({"recipe_name": "r", "methods": ["kd"], "units": {"kd/seed-1": {}}})
@@ -516,31 +529,41 @@ def test_latex_escapes_every_special_character():
 
 
 # ---- training cost -------------------------------------------------------------------------
-def test_score_against_cost_plot_states_estimated_teacher_forwards(rendered):
+def cost_caption(run: RunDir) -> str:
+    page = (run.root / "report.html").read_text(encoding="utf-8")
+    return page.split("against the training cost")[1].split("</figcaption>")[0]
+
+
+def test_score_against_cost_plot_shows_the_recorded_teacher_forwards(rendered):
     from dpkd_bench.report import load_run, training_costs
 
     run, _ = rendered
     costs = training_costs(load_run(run)).set_index(["method", "seed"])
-    assert costs.at[("kd", 1), "teacher_forwards"] == 20 * 4 * 2  # steps x batch x accum
-    assert costs.at[("sft", 1), "teacher_forwards"] == 0 and not costs.at[("sft", 1), "estimated"]
+    assert list(costs.columns) == ["steps", "wall_s", "teacher_forwards"]
+    assert costs.at[("kd", 1), "teacher_forwards"] == 160
+    assert costs.at[(SWEEP, 2), "teacher_forwards"] == 480
+    assert costs.at[("sft", 1), "teacher_forwards"] == 0
     assert costs.at[("kd", 2), "wall_s"] == 5.0
     assert (run.plots_dir / "score_vs_cost.png").is_file()
-    page = (run.root / "report.html").read_text(encoding="utf-8")
-    caption = page.split("against the training cost")[1].split("</figcaption>")[0]
-    assert "Teacher forwards are not recorded by the runner: for dpkd[" in caption
-    assert "kd they are computed as steps x batch_size x grad_accum" in caption
+    assert cost_caption(run).endswith("(mean over seeds; references excluded). (score_vs_cost.png)")
 
 
-def test_recorded_teacher_forwards_are_used_as_recorded(run: RunDir):
-    from dpkd_bench.report import load_run, training_costs
+def test_units_run_before_teacher_forwards_were_recorded_show_no_value(run: RunDir):
+    from dpkd_bench.report import NO_VALUE, load_run, training_costs
 
-    path = run.unit_dir("kd", 1) / "metrics.json"
-    metrics = read_json(path)
-    metrics["train"]["teacher_forwards"] = 123
-    write_json(path, metrics)
+    for method, seed in (("sft", 1), ("sft", 2), ("kd", 1)):
+        path = run.unit_dir(method, seed) / "metrics.json"
+        metrics = read_json(path)
+        del metrics["train"]["teacher_forwards"]
+        write_json(path, metrics)
     costs = training_costs(load_run(run)).set_index(["method", "seed"])
-    assert costs.at[("kd", 1), "teacher_forwards"] == 123
-    assert not costs.at[("kd", 1), "estimated"] and costs.at[("kd", 2), "estimated"]
+    assert math.isnan(costs.at[("sft", 1), "teacher_forwards"])  # no estimate, not even 0
+    assert math.isnan(costs.at[("kd", 1), "teacher_forwards"])
+    assert costs.at[("kd", 2), "teacher_forwards"] == 160
+    render(run.root)
+    caption = cost_caption(run)
+    assert f"Teacher forwards not recorded ({NO_VALUE}; " in caption
+    assert caption.endswith(": sft/seed-1, sft/seed-2, kd/seed-1. (score_vs_cost.png)")
 
 
 # ---- teacher fidelity ----------------------------------------------------------------------
@@ -614,7 +637,10 @@ def test_a_recipe_naming_an_unknown_setting_gets_a_note(tmp_path: Path):
 def test_baseline_files_hold_numbers_with_their_source():
     from dpkd_bench.report import BASELINES_DIR
 
-    files = sorted(BASELINES_DIR.glob("*.yaml"))
+    files = sorted(
+        (path for path in BASELINES_DIR.iterdir() if path.name.endswith(".yaml")),
+        key=lambda path: path.name,
+    )
     assert files, "baselines/*.yaml missing"
     for path in files:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))

@@ -1,0 +1,200 @@
+"""One table model (``Cell``, ``Row``) for the Markdown, HTML and LaTeX leaderboards, their
+legends, the gap-closed table and the ablation tables."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+
+from dpkd_bench.report.scores import PRIMARY, REFERENCE_METHOD, SCORES, TEACHER, reference_method
+from dpkd_bench.report.view import RunView
+from dpkd_bench.results import REFERENCE_ROWS
+from dpkd_bench.stats import ALPHA, N_RESAMPLES, format_interval, format_mean_std, is_significant
+from dpkd_bench.variants import parse_variant
+
+MARKER = "†"  # significant difference from the reference method
+NO_VALUE = "—"
+
+
+@dataclass(frozen=True)
+class Cell:
+    text: str
+    best: bool = False
+    marker: bool = False  # significantly different from the reference method
+    interval: str = ""  # 95% bootstrap interval over examples, as text
+
+
+@dataclass(frozen=True)
+class Row:
+    method: str
+    reference: bool
+    seeds: str
+    cells: list[Cell]
+
+
+def format_score(mean: float, std: float) -> str:
+    return format_mean_std(mean, std)
+
+
+def best_means(board: pd.DataFrame) -> dict[tuple[str, str], float]:
+    """Best student mean (rounded as shown) per (eval_set, score); references excluded."""
+    students = board[~board["method"].isin(REFERENCE_ROWS)]
+    best = {}
+    for key, _ in SCORES:
+        for eval_set, values in students.groupby("eval_set", sort=False)[f"{key}_mean"]:
+            best[(eval_set, key)] = round(values.max(), 2)
+    return best
+
+
+def table_header(eval_sets: list[str]) -> list[str]:
+    return ["method", "seeds"] + [f"{e} {label}" for e in eval_sets for _, label in SCORES]
+
+
+def float_value(record: pd.Series, column: str) -> float:
+    """``record[column]`` as a float; NaN when the column is missing, None or NA."""
+    value = record.get(column, math.nan)
+    return math.nan if value is None or pd.isna(value) else float(value)
+
+
+def seed_counts(group: pd.DataFrame) -> str:
+    """The seeds column of a method's rows: its distinct seed counts, e.g. ``"2"`` or ``"1/2"``."""
+    return "/".join(str(n) for n in sorted(set(group["n_seeds"])))
+
+
+def score_cell(record: pd.Series, key: str, best: float | None, reference: bool) -> Cell:
+    """One table cell: mean ± std, best flag, significance marker and bootstrap interval."""
+    mean = record[f"{key}_mean"]
+    low, high = (float_value(record, f"{key}_ci_{end}") for end in ("low", "high"))
+    return Cell(
+        format_score(mean, record[f"{key}_std"]),
+        best=not reference and round(mean, 2) == best,
+        marker=is_significant(float_value(record, f"{key}_p_vs_reference")),
+        interval=format_interval(low, high),
+    )
+
+
+def table_rows(board: pd.DataFrame, eval_sets: list[str]) -> list[Row]:
+    best = best_means(board)
+    rows = []
+    for method, group in board.groupby("method", sort=False):
+        by_set = group.set_index("eval_set")
+        reference = method in REFERENCE_ROWS
+        cells = []
+        for eval_set in eval_sets:
+            for key, _ in SCORES:
+                if eval_set not in by_set.index:
+                    cells.append(Cell(NO_VALUE))
+                    continue
+                record = by_set.loc[eval_set]
+                cells.append(score_cell(record, key, best.get((eval_set, key)), reference))
+        rows.append(Row(method, reference, seed_counts(group), cells))
+    return rows
+
+
+def board_eval_sets(board: pd.DataFrame) -> list[str]:
+    return list(dict.fromkeys(board["eval_set"]))
+
+
+LEGEND = (
+    "Mean ± sample std over training seeds (n/a: one seed). Higher is better. Best student "
+    "per column in bold; teacher and student_init are references (italic, not ranked)."
+)
+
+
+def significance_legend(board: pd.DataFrame) -> str:
+    """What the marker means, or why there is none."""
+    reference = reference_method(board)
+    if reference is None:
+        return (
+            f"No significance markers: the reference method '{REFERENCE_METHOD}' has no "
+            "scores in this run."
+        )
+    return (
+        f"{MARKER} differs from {reference} at p < {ALPHA:g}: two-sided paired sign-flip "
+        f"permutation test over the examples both were scored on ({N_RESAMPLES} resamples; "
+        "each example's score averaged over training seeds first)."
+    )
+
+
+def interval_legend() -> str:
+    return (
+        f"Brackets: 95% percentile bootstrap interval of the mean over examples ({N_RESAMPLES} "
+        "resamples, fixed seed; per-example scores averaged over training seeds first)."
+    )
+
+
+def smoke_banner(view: RunView) -> str:
+    """One line for the top of the report when the recipe is a smoke test, else ""."""
+    if not view.smoke:
+        return ""
+    return (
+        f"Smoke test: recipe '{view.recipe_name}' is a smoke-test recipe, too small to rank "
+        "methods; its numbers carry no meaning."
+    )
+
+
+# The share of the teacher - REFERENCE_METHOD gap each method closes.
+GAP_TITLE = f"Gap closed ({dict(SCORES)[PRIMARY]})"
+GAP_LEGEND = (
+    f"Gap closed = (method − {REFERENCE_METHOD}) / ({TEACHER} − {REFERENCE_METHOD}) in mean "
+    f"{dict(SCORES)[PRIMARY]}, in %: 100% reaches the teacher, 0% is no better than "
+    f"{REFERENCE_METHOD}, negative is worse ({NO_VALUE}: teacher equals {REFERENCE_METHOD}, or a "
+    "score is missing). Brackets: 95% percentile bootstrap interval, resampling examples "
+    f"jointly for the method, {REFERENCE_METHOD} and the teacher (none when a resampled gap "
+    "reaches zero)."
+)
+
+
+def gap_note(board: pd.DataFrame) -> str:
+    """Why there is no gap-closed table, or "" when there is one."""
+    missing = [m for m in (REFERENCE_METHOD, TEACHER) if m not in set(board["method"])]
+    if not missing:
+        return ""
+    names = " and ".join(f"'{m}'" for m in missing)
+    return f"No gap-closed table: this run has no {names} scores, which bound the gap."
+
+
+def gap_cell(record: pd.Series | None, inline: bool) -> Cell:
+    """``"33% [30, 36]"`` (interval inline) or ``Cell("33%", interval="[30, 36]")``."""
+    point = math.nan if record is None else float_value(record, f"{PRIMARY}_gap_recovered")
+    if math.isnan(point):
+        return Cell(NO_VALUE)
+    low, high = (float_value(record, f"{PRIMARY}_gap_recovered_{end}") for end in ("lo", "hi"))
+    interval = "" if math.isnan(low) else format_interval(100 * low, 100 * high, digits=0)
+    text = f"{100 * point:.0f}%"
+    if inline:
+        return Cell(f"{text} {interval}".strip())
+    return Cell(text, interval=interval)
+
+
+def gap_rows(board: pd.DataFrame, eval_sets: list[str], inline: bool) -> list[Row]:
+    """Every method but the two bounds (100% and 0% by definition); student_init a reference."""
+    rows = []
+    shown = board[~board["method"].isin([REFERENCE_METHOD, TEACHER])]
+    for method, group in shown.groupby("method", sort=False):
+        by_set = group.set_index("eval_set")
+        cells = [gap_cell(by_set.loc[e] if e in by_set.index else None, inline) for e in eval_sets]
+        rows.append(Row(method, method in REFERENCE_ROWS, seed_counts(group), cells))
+    return rows
+
+
+def ablation_tables(board: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Per base method with named variants: rows variants, columns the varied keys + scores."""
+    tables = {}
+    methods = [m for m in dict.fromkeys(board["method"]) if m not in REFERENCE_ROWS]
+    parsed = {m: parse_variant(m) for m in methods}
+    for base in dict.fromkeys(b for b, o in parsed.values() if o):
+        members = [m for m, (b, _) in parsed.items() if b == base]
+        keys = list(dict.fromkeys(k for m in members for k in parsed[m][1]))
+        rows = []
+        for method in members:
+            overrides = parsed[method][1]
+            row = {"variant": method, **{k: overrides.get(k, "default") for k in keys}}
+            for record in board[board["method"] == method].itertuples():
+                for key, label in SCORES:
+                    row[f"{record.eval_set} {label}"] = round(getattr(record, f"{key}_mean"), 2)
+            rows.append(row)
+        tables[base] = pd.DataFrame(rows)
+    return tables
