@@ -29,8 +29,10 @@ from benchkit import print_machine
 
 from dpkd_bench.data.prepare import prepare_data
 from dpkd_bench.methods import METHODS, parse_variant
+from dpkd_bench.processes import Processes
 from dpkd_bench.recipe import load_recipe
-from dpkd_bench.runner import Runner, cache_root
+from dpkd_bench.runner import Runner
+from dpkd_bench.teacher import TeacherSource, cache_root
 from dpkd_bench.teacher_cache import DEFAULT_K
 
 
@@ -78,7 +80,7 @@ def main() -> None:
     print(f"setup recipe={exact.name} methods={','.join(exact.methods)} cache: {' '.join(extra)}")
     data = prepare_data(exact, cache_root())
     with tempfile.TemporaryDirectory() as tmp:
-        Runner(exact, Path(tmp) / "prime").get_teacher(data)  # trained/loaded once, untimed
+        TeacherSource(exact, data, Processes()).load()  # trained/loaded once, untimed
         off, off_stages = timed_run(Runner(exact, Path(tmp) / "off"))
         drop_topk_caches(cache_root())
         on, on_stages = timed_run(Runner(cached, Path(tmp) / "on"))

@@ -121,14 +121,24 @@ def _mean(rows: Sequence[dict[str, float]], key: str) -> float:
     return sum(row[key] for row in rows) / len(rows)
 
 
+def mean_metrics(scores: Sequence[dict[str, float]]) -> dict[str, float]:
+    """``{"exact_match": %, "rougeL": %}``: the means over examples of per-example scores (as
+    returned by :func:`score_examples` or :func:`mean_over_generations`), unrounded."""
+    if not scores:
+        raise ValueError("no predictions to score: the prediction and reference lists are empty")
+    return {key: _mean(scores, key) for key in METRICS}
+
+
 def compute_metrics(
     predictions: Sequence[str], references: Sequence[Sequence[str] | str]
 ) -> dict[str, float]:
-    """``{"exact_match": %, "rougeL": %}``: means over examples x 100, rounded to 4 decimals."""
-    scores = score_examples(predictions, references)
-    if not scores:
-        raise ValueError("no predictions to score: the prediction and reference lists are empty")
-    return {key: round(_mean(scores, key), 4) for key in METRICS}
+    """``{"exact_match": %, "rougeL": %}``: means over examples x 100, rounded to 4 decimals.
+
+    A run's evaluation scores several generations per example; it averages each example over
+    them (:func:`mean_over_generations`) and takes :func:`mean_metrics` of that, unrounded.
+    """
+    means = mean_metrics(score_examples(predictions, references))
+    return {key: round(value, 4) for key, value in means.items()}
 
 
 def mean_over_generations(

@@ -114,7 +114,7 @@ def test_ls_and_validate(capsys):
 
 
 def test_shipped_teacher_is_used_only_for_its_key(tmp_path, monkeypatch):
-    from dpkd_bench import runner
+    from dpkd_bench import teacher as runner
 
     monkeypatch.setattr(runner, "SHIPPED_TEACHER", tmp_path)
     assert runner.shipped_teacher("abc") is None
@@ -131,8 +131,8 @@ def test_ablation_recipe_renders_its_table(tmp_path):
     md = (out / "leaderboard.md").read_text()
     assert "## Ablation: dpkd" in md
     ablation = md.split("## Ablation: dpkd")[1].split("##")[0]
-    assert "dpkd[pref_weight=0,rkl_weight=1,ce_weight=0]" in ablation
-    assert "| variant | pref_weight | rkl_weight | ce_weight | length_normalize |" in ablation
+    assert "dpkd[pref_weight=0,rkl_weight=0.5]" in ablation
+    assert "| variant | pref_weight | rkl_weight | length_normalize |" in ablation
     assert (out / "plots" / "ablation_dpkd.png").is_file()
 
 

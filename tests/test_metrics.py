@@ -11,6 +11,7 @@ from dpkd_bench.metrics import (
     METRICS,
     compute_metrics,
     exact_match,
+    mean_metrics,
     mean_over_generations,
     normalize_answer,
     rouge_l,
@@ -217,6 +218,17 @@ def test_compute_metrics_is_the_mean_of_score_examples():
     out = compute_metrics(preds, refs)
     for key in METRICS:
         assert out[key] == round(sum(s[key] for s in scores) / len(scores), 4)
+
+
+def test_mean_metrics_is_compute_metrics_unrounded():
+    preds = ["the cat sat", "a dog ran", "x"]
+    refs = [["the cat sat down"], ["dogs run"], ["x"]]
+    means = mean_metrics(score_examples(preds, refs))
+    assert list(means) == list(METRICS)
+    assert means["exact_match"] == 100 / 3  # not rounded
+    assert {k: round(v, 4) for k, v in means.items()} == compute_metrics(preds, refs)
+    with pytest.raises(ValueError, match="no predictions"):
+        mean_metrics([])
 
 
 def test_mean_over_generations():

@@ -26,13 +26,13 @@ from dpkd_bench.checkpoint import (
 from dpkd_bench.cli import main
 from dpkd_bench.data.collate import IGNORE
 from dpkd_bench.errors import DataError, RecipeError
+from dpkd_bench.manifest import check_same_data, check_same_recipe, plain_recipe
 from dpkd_bench.methods import METHODS
 from dpkd_bench.methods.gkd import GKD
 from dpkd_bench.recipe import TrainConfig, load_recipe
-from dpkd_bench.runner import check_same_data, check_same_recipe, plain_recipe
 from dpkd_bench.train import BatchStream, train
 
-from .test_train_generate import context, items
+from .conftest import context, items
 
 # synthetic-quick, smaller still: one eval set of 8 examples, one generation seed.
 QUICK = ["--recipe", "synthetic-quick"]
@@ -48,6 +48,7 @@ def log_records(unit):
 
 
 # ---- resume after SIGKILL, end to end --------------------------------------------------------
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_metrics_of_an_uninterrupted_run(tmp_path):
     argv = ["run", *QUICK, "--methods", "sft,gkd"]
     overrides = [*TINY, "train.steps=24", "train.checkpoint_every=3"]

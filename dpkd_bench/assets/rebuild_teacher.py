@@ -24,8 +24,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 def main() -> None:
     from dpkd_bench.data.prepare import prepare_data
+    from dpkd_bench.processes import Processes
     from dpkd_bench.recipe import load_recipe
-    from dpkd_bench.runner import SHIPPED_TEACHER, Runner, cache_root, teacher_key
+    from dpkd_bench.teacher import SHIPPED_TEACHER, TeacherSource, cache_root, teacher_key
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", default="synthetic")
@@ -42,10 +43,10 @@ def main() -> None:
         cached = cache / f"teacher-{key}"
         if SHIPPED_TEACHER.exists():
             shutil.rmtree(SHIPPED_TEACHER)
-        runner = Runner(recipe, Path(tmp) / "run", cache_dir=cache)
-        teacher = runner.get_teacher(data)
-        runner.teacher_samples(data, teacher)
-        samples = runner.teacher_samples_name(data)
+        source = TeacherSource(recipe, data, Processes(), cache)
+        teacher = source.load()
+        source.samples(teacher)
+        samples = source.samples_name
         teacher.half().save_pretrained(SHIPPED_TEACHER, safe_serialization=True)
         data.tokenizer.save_pretrained(SHIPPED_TEACHER)
         (SHIPPED_TEACHER / "key").write_text(key + "\n", encoding="utf-8")

@@ -1,0 +1,223 @@
+"""The run's manifest (``manifest.json``): started, resumed, stages and units recorded, closed.
+
+It holds the resolved recipe, package versions, git commit, data hashes, start and finish
+times, every stage's wall time and every unit's state. Resume (the CLI's ``--resume``) goes on
+only when the manifest's recipe and data are this run's (:func:`check_same_recipe`,
+:func:`check_same_data`); a refused resume is a user error saying what differs.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from dpkd_bench import __version__
+from dpkd_bench.data.prepare import PreparedData
+from dpkd_bench.errors import DataError, RecipeError, UserError
+from dpkd_bench.methods import plugin_sources
+from dpkd_bench.processes import log
+from dpkd_bench.recipe import Recipe
+from dpkd_bench.results import METRICS, RunDir, unit_key
+
+
+def package_versions() -> dict[str, str]:
+    import accelerate
+    import datasets
+    import transformers
+
+    return {
+        "dpkd_bench": __version__,
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "accelerate": accelerate.__version__,
+        "datasets": datasets.__version__,
+    }
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def differences(old: dict, new: dict, prefix: str = "", defaults: dict | None = None) -> list[str]:
+    """'key: a in the run, b now' for every leaf where two nested mappings differ.
+
+    A key missing from ``old`` whose value in ``new`` is its value in ``defaults`` (a key added
+    to the recipe since the run was made, left at its default) is no difference.
+    """
+    defaults = defaults if isinstance(defaults, dict) else {}
+    found = []
+    for key in sorted(set(old) | set(new), key=str):
+        then, now = old.get(key, "<unset>"), new.get(key, "<unset>")
+        if isinstance(then, dict) and isinstance(now, dict):
+            found += differences(then, now, f"{prefix}{key}.", defaults.get(key))
+        elif then != now and not (key not in old and key in defaults and now == defaults[key]):
+            found.append(f"{prefix}{key}: {then!r} in the run, {now!r} now")
+    return found
+
+
+def plain_recipe(recipe: Recipe) -> dict:
+    """The recipe as the manifest stores it (JSON types)."""
+    return json.loads(json.dumps(recipe.to_dict()))
+
+
+def check_same_recipe(manifest: dict, recipe: Recipe, root: Path) -> None:
+    """Raise a user error unless the run in ``root`` was made with ``recipe``."""
+    then = manifest.get("recipe") if isinstance(manifest.get("recipe"), dict) else {}
+    changes = differences(then, plain_recipe(recipe), defaults=plain_recipe(Recipe()))
+    if changes:
+        more = f"; and {len(changes) - 3} more" if len(changes) > 3 else ""
+        raise RecipeError(
+            f"cannot resume {root}: the recipe differs from the run's ({'; '.join(changes[:3])}"
+            f"{more}); resume with the run's recipe, methods, seeds and overrides, or choose "
+            "another --out"
+        )
+
+
+def check_same_data(manifest: dict, data_hashes: dict, root: Path) -> None:
+    """Raise a user error unless the run in ``root`` was made on data of these hashes."""
+    old = manifest.get("data_hashes") or {}
+    changed = sorted(k for k in set(old) | set(data_hashes) if old.get(k) != data_hashes.get(k))
+    if changed:
+        raise DataError(
+            f"cannot resume {root}: the data ({', '.join(changed)}) differs from the run's (the "
+            "data files or the generator changed since); start a new run with another --out"
+        )
+
+
+class Manifest:
+    """A run directory's manifest as the run keeps it: stage wall times and unit states.
+
+    ``main``: whether this is the main process, the only one that writes the file.
+    """
+
+    def __init__(self, run_dir: RunDir, main: bool = True):
+        self.run_dir = run_dir
+        self.main = main
+        self.stage_times: dict[str, float] = {}
+
+    def to_resume(self, recipe: Recipe, resume: bool) -> dict | None:
+        """With ``resume``, the run's manifest once its recipe is ``recipe``; None otherwise."""
+        root = self.run_dir.root
+        if not resume:
+            return None
+        if not self.run_dir.is_run():
+            if root.is_dir() and any(root.iterdir()):
+                raise UserError(
+                    f"cannot resume {root}: it is not a dpkd-bench run directory (no "
+                    "manifest.json); pass the --out of an earlier `dpkd-bench run`, or drop "
+                    "--resume and choose an empty --out"
+                )
+            log(f"nothing to resume in {root} (no run there yet): starting the run")
+            return None
+        manifest = self.run_dir.load_manifest()
+        check_same_recipe(manifest, recipe, root)
+        self.stage_times.update(manifest.get("stage_times") or {})
+        self.stage_times.pop("total", None)
+        return manifest
+
+    def open(self, recipe: Recipe, data: PreparedData, resumed: dict | None) -> None:
+        """Start a manifest, or continue the resumed run's once its data is this data."""
+        if resumed is None:
+            self._start(recipe, data)
+            return
+        check_same_data(resumed, data.hashes, self.run_dir.root)
+        resumed["resumed"] = [*resumed.get("resumed", []), now_iso()]
+        resumed["finished"] = None
+        resumed["stage_times"] = self.stage_times
+        self.run_dir.save_manifest(resumed)
+        log(f"resuming {self.run_dir.root}")
+
+    def _start(self, recipe: Recipe, data: PreparedData) -> None:
+        manifest = {
+            "recipe_name": recipe.name,
+            "recipe": recipe.to_dict(),
+            "methods": list(recipe.methods),
+            "seeds": list(recipe.seeds),
+            "eval_sets": list(data.eval_sets),
+            "eval_dropped": {n: s.dropped for n, s in data.eval_sets.items()},
+            "versions": package_versions(),
+            "git_commit": git_commit(),
+            "data_hashes": data.hashes,
+            "started": now_iso(),
+            "finished": None,
+            "stage_times": self.stage_times,
+            "units": {},
+        }
+        plugins = plugin_sources(recipe.methods)
+        if plugins:  # methods from outside the package: source file and its hash
+            manifest["plugins"] = plugins
+        self.run_dir.save_manifest(manifest)
+
+    def record_stage(self, stage: str, seconds: float) -> None:
+        self.stage_times[stage] = round(seconds, 2)
+        if self.main and self.run_dir.is_run():
+            manifest = self.run_dir.load_manifest()
+            manifest["stage_times"] = self.stage_times
+            self.run_dir.save_manifest(manifest)
+        log(f"{stage}: {seconds:.1f}s")
+
+    def timed(self, stage: str, fn, *args):
+        """``fn(*args)``, its wall time recorded as ``stage``."""
+        start = time.time()
+        result = fn(*args)
+        self.record_stage(stage, time.time() - start)
+        return result
+
+    def record_unit(self, name: str, seed: int, fields: dict) -> None:
+        """Set a unit's fields in the manifest."""
+        self.run_dir.update_unit(name, seed, **fields)
+
+    def unit_done(self, name: str, seed: int) -> bool:
+        """Whether the manifest says done and the unit's metrics.json exists."""
+        units = self.run_dir.load_manifest().get("units", {})
+        done = units.get(unit_key(name, seed), {}).get("state") == "done"
+        return done and (self.run_dir.unit_dir(name, seed) / METRICS).is_file()
+
+    def finish(self, total: float) -> None:
+        """Close the manifest: the finish time and the run's total wall time."""
+        self.stage_times["total"] = round(total, 2)
+        manifest = self.run_dir.load_manifest()
+        manifest["finished"] = now_iso()
+        manifest["stage_times"] = self.stage_times
+        self.run_dir.save_manifest(manifest)
+
+    def failure_summary(self, failed: list[str], units: int, report_error: str | None) -> str:
+        """One line: the failed units (of ``units``), where their errors are, and how to redo
+        what failed."""
+        root = self.run_dir.root
+        parts = []
+        if failed:
+            recorded = self.run_dir.load_manifest().get("units", {})
+            kinds = [(recorded.get(key, {}).get("error") or "?").split(":")[0] for key in failed]
+            named = [f"{key} ({kind})" for key, kind in zip(failed, kinds, strict=True)]
+            parts.append(
+                f"{len(failed)} of {units} units failed: {', '.join(named)}; their errors are in "
+                f"{self.run_dir.manifest_path}; fix the cause and rerun them with --resume "
+                f"--out {root}"
+            )
+        if report_error:
+            parts.append(
+                f"the report failed ({report_error}); redo it with `dpkd-bench report {root}`"
+            )
+        return "error: " + "; ".join(parts)
