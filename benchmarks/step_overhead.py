@@ -38,11 +38,10 @@ from benchkit import (
 from benchkit import stack_batch as stack
 
 from dpkd_bench.data.collate import IGNORE, collate_pairs
-from dpkd_bench.methods import get_method
-from dpkd_bench.teacher_cache import TEACHER_FORCED
+from dpkd_bench.methods import REFERENCE_METHOD, TEACHER_FORCED, get_method
 from dpkd_bench.train import accumulate
 
-METHODS = {"sft": {}, **TEACHER_FORCED}  # the floor without a teacher, then the rest
+METHODS = {REFERENCE_METHOD: {}, **TEACHER_FORCED}  # the floor without a teacher, then the rest
 
 
 def parse_args() -> argparse.Namespace:

@@ -32,11 +32,11 @@ from accelerate import Accelerator
 from benchkit import print_machine, train_context
 
 from dpkd_bench.data.prepare import prepare_data
-from dpkd_bench.methods import get_method
+from dpkd_bench.methods import TEACHER_FORCED, get_method
 from dpkd_bench.models import build_model, freeze, load_pretrained
 from dpkd_bench.recipe import load_recipe
-from dpkd_bench.runner import cache_root, shipped_teacher, teacher_key
-from dpkd_bench.teacher_cache import DEFAULT_K, TEACHER_FORCED, bucketed, build_cache
+from dpkd_bench.teacher import cache_root, shipped_teacher, teacher_key
+from dpkd_bench.teacher_cache import DEFAULT_K, bucketed, build_cache
 from dpkd_bench.train import BatchStream, train
 
 METHODS = TEACHER_FORCED

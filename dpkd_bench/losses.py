@@ -33,8 +33,6 @@ IGNORE_INDEX = -100
 __all__ = [
     "IGNORE_INDEX",
     "dpkd_implicit_reward_margin",
-    "dpkd_sequence_loss",
-    "dpkd_sequence_terms",
     "dpkd_token_loss",
     "forward_kl",
     "generalized_jsd",
@@ -498,59 +496,3 @@ def dpkd_implicit_reward_margin(
     chosen = _per_token(chosen, len_chosen, length_normalize)
     rejected = _per_token(rejected, len_rejected, length_normalize)
     return beta * (chosen - rejected)
-
-
-def dpkd_sequence_terms(
-    student_logp_chosen: torch.Tensor,
-    teacher_logp_chosen: torch.Tensor,
-    student_logp_rejected: torch.Tensor,
-    teacher_logp_rejected: torch.Tensor,
-    len_chosen,
-    len_rejected,
-    beta: float = 0.1,
-    length_normalize: bool = True,
-    reference_free: bool = False,
-) -> torch.Tensor:
-    """Per-example DPKD loss -log sigma(margin), margin of :func:`dpkd_implicit_reward_margin`.
-
-    All inputs [B] -> [B]
-    """
-    margin = dpkd_implicit_reward_margin(
-        student_logp_chosen,
-        teacher_logp_chosen,
-        student_logp_rejected,
-        teacher_logp_rejected,
-        len_chosen,
-        len_rejected,
-        beta=beta,
-        length_normalize=length_normalize,
-        reference_free=reference_free,
-    )
-    return -F.logsigmoid(margin)
-
-
-def dpkd_sequence_loss(
-    student_logp_chosen: torch.Tensor,
-    teacher_logp_chosen: torch.Tensor,
-    student_logp_rejected: torch.Tensor,
-    teacher_logp_rejected: torch.Tensor,
-    len_chosen,
-    len_rejected,
-    beta: float = 0.1,
-    length_normalize: bool = True,
-) -> torch.Tensor:
-    """The paper's DPKD loss (Eq. 8/9), batch mean of :func:`dpkd_sequence_terms`.
-
-    chosen = a teacher output y_t, rejected = a student output y_s for the same prompt.
-    All inputs [B] -> scalar
-    """
-    return dpkd_sequence_terms(
-        student_logp_chosen,
-        teacher_logp_chosen,
-        student_logp_rejected,
-        teacher_logp_rejected,
-        len_chosen,
-        len_rejected,
-        beta=beta,
-        length_normalize=length_normalize,
-    ).mean()

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
 from dpkd_bench.errors import UserError, hub_offline, load_error
-from dpkd_bench.recipe import ModelConfig
+
+if TYPE_CHECKING:
+    from dpkd_bench.recipe import ModelConfig
 
 
 def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
@@ -70,17 +73,17 @@ def load_pretrained(name_or_path: str | Path, cfg: ModelConfig | None = None):
     Pickle checkpoints (``pytorch_model.bin``) can run arbitrary code when loaded; remote code
     runs only with ``trust_remote_code: true``.
     """
-    cfg = cfg or ModelConfig()
+    allow_pickle = bool(cfg and cfg.allow_pickle)
     name = str(name_or_path)
     try:
         return AutoModelForCausalLM.from_pretrained(
             name,
-            use_safetensors=None if cfg.allow_pickle else True,
-            trust_remote_code=cfg.trust_remote_code,
+            use_safetensors=None if allow_pickle else True,
+            trust_remote_code=bool(cfg and cfg.trust_remote_code),
             local_files_only=hub_offline(),
         )
     except (OSError, ValueError, KeyError) as err:
-        if not cfg.allow_pickle and "safetensors" in str(err).lower():
+        if not allow_pickle and "safetensors" in str(err).lower():
             raise UserError(
                 f"cannot load model '{name}': no safetensors weights found, and pickle "
                 "checkpoints (pytorch_model.bin) can run arbitrary code when loaded; convert "

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from dpkd_bench.errors import UserError, hub_offline
+from dpkd_bench.methods.workload import Workload
 from dpkd_bench.recipe import ModelConfig, Recipe, TrainConfig
 
 # ---------------------------------------------------------------------------- model sizes
@@ -203,66 +204,10 @@ def model_size(cfg: ModelConfig, vocab: int) -> ModelSize:
 # ---------------------------------------------------------------------------- workloads
 
 
-@dataclass(frozen=True)
-class Workload:
-    """Per training sequence of a micro-batch: passes each model makes (fractions allowed)."""
-
-    student_train: float = 1.0  # student forward + backward passes
-    student_forward: float = 0.0  # forward-only student passes
-    teacher_forward: float = 1.0  # teacher forward passes
-    samples: float = 0.0  # on-policy samples drawn by the student
-    teacher_in_sampling: bool = False  # the teacher steps with the student (mixed sampling)
-    note: str = ""
-
-
-def _cached(method) -> bool:
-    return getattr(method.config, "teacher_cache_k", 0) > 0
-
-
-def _gkd(method) -> Workload:
-    lmbda = method.config.lmbda
-    teacher = lmbda if _cached(method) else 1.0  # cached: only on-policy batches run it
-    return Workload(teacher_forward=teacher, samples=lmbda)
-
-
-def _minillm(method) -> Workload:
-    c = method.config
-    rollout = 1.0 / c.ppo_epochs  # each stored rollout serves ppo_epochs trained sequences
-    return Workload(
-        student_forward=rollout,
-        teacher_forward=1.0 + rollout,  # a fresh teacher forward per micro-batch, and at rollout
-        samples=rollout,
-        teacher_in_sampling=c.mix_alpha > 0,
-    )
-
-
-def _skew(method) -> Workload:
-    base = Workload(teacher_forward=0.0 if _cached(method) else 1.0)
-    if not method.config.adaptive:
-        return base
-    return Workload(
-        teacher_forward=base.teacher_forward,
-        note="adaptive: student samples start when validation CE rises (not counted)",
-    )
-
-
-WORKLOADS = {
-    "sft": lambda m: Workload(teacher_forward=0.0),
-    "dpkd": lambda m: Workload(student_train=3.0, teacher_forward=2.0, samples=1.0),
-    "gkd": _gkd,
-    "minillm": _minillm,
-    "skew_fkl": _skew,
-    "skew_rkl": _skew,
-}
-
-
 def workload(method) -> Workload:
     """How a method uses the models per training sequence (teacher-forced by default), with
     its pre-training term: one corpus chunk per sequence, and a teacher pass when it has KD."""
-    if method.name in WORKLOADS:
-        base = WORKLOADS[method.name](method)
-    else:
-        base = Workload(teacher_forward=0.0 if _cached(method) or not method.uses_teacher else 1.0)
+    base = method.workload()
     c = method.config
     if c.pt_weight == 0:
         return base
@@ -447,7 +392,7 @@ def teacher_row(recipe: Recipe, methods: list, teacher: ModelSize, s: Shapes) ->
     )
     if any(m.uses_teacher_samples for m in methods):
         _add_teacher_pass(row, teacher, s, generate=True)
-    if any(_cached(m) for m in methods):
+    if any(m.uses_teacher_cache for m in methods):
         _add_teacher_pass(row, teacher, s, generate=False)
     return add_eval(row, teacher, 1, s)
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dpkd_bench.data import synthetic
 from dpkd_bench.data.loaders import (
@@ -28,8 +29,10 @@ from dpkd_bench.data.loaders import (
     unknown_eval_set,
 )
 from dpkd_bench.errors import RecipeError, UserError, hub_offline, load_error
-from dpkd_bench.recipe import ModelConfig, Recipe
 from dpkd_bench.results import check_method_name, is_safe_name
+
+if TYPE_CHECKING:
+    from dpkd_bench.recipe import ModelConfig, Recipe
 
 PICKLE_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")

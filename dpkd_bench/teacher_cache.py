@@ -57,17 +57,6 @@ from dpkd_bench.methods.base import response_logits
 
 CACHE_FORMAT = 1
 DEFAULT_K = 64
-# The token-level methods the cache serves, with the settings that keep every one of their
-# batches teacher-forced on the cached items (no on-policy or replayed student samples).
-TEACHER_FORCED = {
-    "kd": {},
-    "rkl": {},
-    "tvd": {},
-    "skew_fkl": {"adaptive": False},
-    "skew_rkl": {"adaptive": False},
-    "gkd": {"lmbda": 0.0},
-    "dpkd_token": {},
-}
 MANIFEST = "manifest.json"
 SHARD_ITEMS = 4096
 

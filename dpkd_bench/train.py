@@ -36,7 +36,7 @@ import contextlib
 import dataclasses
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -109,6 +109,7 @@ class TrainResult:
     wall_s: float
     tokens: int
     skipped_steps: int
+    teacher_forwards: int = 0  # sequences through the teacher's forward, every process
 
 
 @dataclass
@@ -118,6 +119,7 @@ class Progress:
     step: int = 0
     tokens: int = 0
     skipped: int = 0  # steps without any unit to learn from (e.g. every response empty)
+    teacher_forwards: int = 0  # sequences through the teacher's forward, this process
     elapsed_s: float = 0.0  # training wall time, over every run of the unit
 
 
@@ -414,6 +416,29 @@ def with_pretrain(prepared: dict, pretrain: BatchStream | None, ctx: TrainContex
     return {**prepared, "pretrain": pairs, "counts": counts}
 
 
+@contextlib.contextmanager
+def counted_forwards(model) -> Iterator[list[int]]:
+    """While open, ``counter[0]`` counts the sequences through ``model``'s forward: the rows of
+    every call's ``input_ids``, once per sequence for a decode (the steps that extend a KV cache
+    are not counted). ``model`` None counts nothing."""
+    counter = [0]
+    if model is None:
+        yield counter
+        return
+
+    def count(_module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        extends_cache = any(kwargs.get(k) is not None for k in ("past_key_values", "cache"))
+        if ids is not None and not extends_cache:
+            counter[0] += int(ids.shape[0])
+
+    handle = model.register_forward_pre_hook(count, with_kwargs=True)
+    try:
+        yield counter
+    finally:
+        handle.remove()
+
+
 def train(
     method: Method,
     student,
@@ -443,7 +468,8 @@ def train(
 
     ``pretrain``: batches of pre-training chunks (items ``{"chunks": ids}``, batch size that of
     ``stream``) for a method with ``pt_weight`` > 0; ignored otherwise. A method with
-    ``disables_dropout`` trains (and samples) with the student's dropout off.
+    ``disables_dropout`` trains (and samples) with the student's dropout off. The sequences
+    through the teacher's forward (``ctx.teacher``) are counted into ``teacher_forwards``.
     """
     check_shardable(stream.batch_size, accelerator.num_processes)
     check_corpus(method, pretrain is not None)
@@ -454,6 +480,7 @@ def train(
     with (
         checkpointed_activations(student, cfg.gradient_checkpointing),
         dropout_off(student, method.disables_dropout),
+        counted_forwards(ctx.teacher) as teacher_forwards,
     ):
         result = _loop(
             method,
@@ -465,13 +492,15 @@ def train(
             log_path,
             desc,
             checkpoint_dir,
+            teacher_forwards,
         )
     accelerator.free_memory()
     return result
 
 
-def _loop(method, student, cfg, streams, ctx, accelerator, log_path, desc, checkpoint_dir):
-    """The loop of :func:`train`, once the student is set up for it."""
+def _loop(method, student, cfg, streams, ctx, accelerator, log_path, desc, checkpoint_dir, counted):
+    """The loop of :func:`train`, once the student is set up for it; ``counted[0]`` counts the
+    teacher's sequences (:func:`counted_forwards`)."""
     stream, pretrain = streams
     optimizer, scheduler = make_optimizer(student, cfg)
     parts = Trainables(student, optimizer, scheduler, stream, method, ctx.generator, pretrain)
@@ -480,6 +509,7 @@ def _loop(method, student, cfg, streams, ctx, accelerator, log_path, desc, check
     run = Optimisation(model, prepared_optimizer, scheduler, cfg, accelerator)
     method.start(ctx)
     progress = _restore(checkpoint_dir, parts, cfg, accelerator)
+    counted[0] = progress.teacher_forwards
     rank, processes, main = (
         accelerator.process_index,
         accelerator.num_processes,
@@ -528,6 +558,7 @@ def _loop(method, student, cfg, streams, ctx, accelerator, log_path, desc, check
             progress.tokens += totals["tokens"]
             throughput.tokens += totals["tokens"]
         progress.step, progress.elapsed_s = step, time.time() - started
+        progress.teacher_forwards = counted[0]
         if logged is not None and _due(step, cfg.log_every, cfg.steps):
             guard.check()
             lr = scheduler.get_last_lr()[0]
@@ -539,4 +570,7 @@ def _loop(method, student, cfg, streams, ctx, accelerator, log_path, desc, check
             guard.check()
             _save(checkpoint_dir, parts, progress, accelerator)
     guard.check()
-    return TrainResult(cfg.steps, progress.elapsed_s, progress.tokens, progress.skipped)
+    forwards = accelerator.reduce(torch.tensor(counted[0], device=accelerator.device), "sum")
+    return TrainResult(
+        cfg.steps, progress.elapsed_s, progress.tokens, progress.skipped, int(forwards)
+    )

@@ -9,8 +9,11 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: no spinning
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from dpkd_bench.data.collate import encode_pair  # noqa: E402
 from dpkd_bench.data.template import build_prompt  # noqa: E402
 from dpkd_bench.data.tokenizer import train_bpe_tokenizer
+from dpkd_bench.generate import DecodeSettings  # noqa: E402
+from dpkd_bench.methods.base import TrainContext  # noqa: E402
 from dpkd_bench.models import build_model
 from dpkd_bench.recipe import ModelConfig
 
@@ -63,3 +66,25 @@ def isolated_cache(tmp_path_factory, monkeypatch):
     cache = tmp_path_factory.getbasetemp() / "dpkd-cache"
     monkeypatch.setenv("DPKD_BENCH_CACHE", str(cache))
     return cache
+
+
+# ---- helpers shared by the method and training tests
+
+
+def context(tokenizer, student, teacher=None, seed=0):
+    return TrainContext(
+        student=student,
+        teacher=teacher,
+        tokenizer=tokenizer,
+        sampling=DecodeSettings(max_new_tokens=8),
+        generator=torch.Generator().manual_seed(seed),
+        device=torch.device("cpu"),
+    )
+
+
+def items(tokenizer, n=8):
+    out = []
+    for prompt, response in tiny_corpus()[:n]:
+        pair = encode_pair(tokenizer, prompt, response * (1 + len(out) % 3), max_length=256)
+        out.append({"prompts": pair.prompt_ids, "responses": pair.response_ids})
+    return out

@@ -15,7 +15,7 @@ from dpkd_bench.methods.distillm import (
     sampling_threshold,
 )
 
-from .test_train_generate import context, items
+from .conftest import context, items
 
 
 def test_official_defaults():
@@ -47,8 +47,8 @@ def test_threshold_rises_only_when_validation_loss_rises_by_eps():
 
 
 def test_config_is_checked():
+    from dpkd_bench.config import FieldError
     from dpkd_bench.errors import UserError
-    from dpkd_bench.recipe import FieldError
 
     with pytest.raises(UserError, match="replay_ratio"):
         get_method("skew_fkl", replay_ratio="sometimes")

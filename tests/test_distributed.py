@@ -23,6 +23,8 @@ from accelerate import Accelerator
 
 from . import dist_train_script as script
 
+pytestmark = pytest.mark.slow  # two processes under torchrun: the longest tests
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = Path(__file__).with_name("dist_train_script.py")
 

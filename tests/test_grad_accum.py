@@ -20,8 +20,7 @@ from dpkd_bench.methods import METHODS, get_method
 from dpkd_bench.recipe import TrainConfig
 from dpkd_bench.train import BatchStream, train
 
-from .conftest import tiny_corpus
-from .test_train_generate import context
+from .conftest import context, tiny_corpus
 
 K, B, STEPS = 2, 3, 2
 

@@ -17,8 +17,8 @@ from dpkd_bench.models import build_model
 from dpkd_bench.recipe import ModelConfig, TrainConfig, load_recipe
 from dpkd_bench.train import BatchStream, train
 
+from .conftest import context
 from .test_grad_accum import training_items
-from .test_train_generate import context
 
 # Official code that turns the student's dropout off: MiniLLM's PPO model keeps the student in
 # eval mode; TRL's GKDConfig.disable_dropout defaults to True. DistiLLM and the DPKD code train

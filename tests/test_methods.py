@@ -13,7 +13,7 @@ from dpkd_bench.methods import METHODS, get_method
 from dpkd_bench.recipe import TrainConfig
 from dpkd_bench.train import BatchStream, train
 
-from .test_train_generate import context, items
+from .conftest import context, items
 
 # Official defaults (papers and their code), one row per method.
 DEFAULTS = {

@@ -8,7 +8,7 @@ import datasets
 import pytest
 
 from dpkd_bench.data.pretrain import pretrain_chunks, pretrain_documents
-from dpkd_bench.data.synthetic import pretrain_texts
+from dpkd_bench.data.synthetic_prose import pretrain_texts
 from dpkd_bench.data.template import RESPONSE_MARKER
 from dpkd_bench.errors import DataError
 

@@ -20,7 +20,7 @@ from dpkd_bench.methods.base import (
     shifted_labels,
 )
 
-from .test_train_generate import context, items
+from .conftest import context, items
 
 
 class IntegerKeep(GPT2LMHeadModel):

@@ -7,7 +7,7 @@ import torch
 
 from dpkd_bench import losses, teacher_cache
 from dpkd_bench.data.collate import collate_pairs
-from dpkd_bench.methods import get_method
+from dpkd_bench.methods import TEACHER_FORCED, get_method
 from dpkd_bench.methods.base import forward_logits, shifted_labels
 from dpkd_bench.teacher_cache import (
     bucketed,
@@ -18,9 +18,9 @@ from dpkd_bench.teacher_cache import (
     topk_rows,
 )
 
-from .test_train_generate import context, items
+from .conftest import context, items
 
-TOKEN_LEVEL = teacher_cache.TEACHER_FORCED
+TOKEN_LEVEL = TEACHER_FORCED
 DIVERGENCES = [
     losses.token_forward_kl,
     losses.token_reverse_kl,

@@ -6,11 +6,10 @@ import pytest
 import torch
 from accelerate import Accelerator
 
-from dpkd_bench.data.collate import IGNORE, collate_pairs, encode_pair, encode_prompt
+from dpkd_bench.data.collate import IGNORE, collate_pairs, encode_prompt
 from dpkd_bench.errors import UserError
 from dpkd_bench.generate import DecodeSettings, generate_ids, response_lists, shard_slice
 from dpkd_bench.methods import get_method
-from dpkd_bench.methods.base import TrainContext
 from dpkd_bench.recipe import TrainConfig
 from dpkd_bench.train import (
     BatchStream,
@@ -21,26 +20,7 @@ from dpkd_bench.train import (
     train,
 )
 
-from .conftest import tiny_corpus
-
-
-def context(tokenizer, student, teacher=None, seed=0):
-    return TrainContext(
-        student=student,
-        teacher=teacher,
-        tokenizer=tokenizer,
-        sampling=DecodeSettings(max_new_tokens=8),
-        generator=torch.Generator().manual_seed(seed),
-        device=torch.device("cpu"),
-    )
-
-
-def items(tokenizer, n=8):
-    out = []
-    for prompt, response in tiny_corpus()[:n]:
-        pair = encode_pair(tokenizer, prompt, response * (1 + len(out) % 3), max_length=256)
-        out.append({"prompts": pair.prompt_ids, "responses": pair.response_ids})
-    return out
+from .conftest import context, items, tiny_corpus
 
 
 def test_labels_mask_prompt_and_padding_and_end_with_eos(tokenizer):

@@ -8,7 +8,7 @@ document tokenised, an EOS after each, all of them joined and cut into chunks of
 ``max_length`` tokens, the last partial chunk dropped. :func:`pretrain_chunks` does the same
 for any of these sources (``data.pretrain_source``):
 
-* ``"synthetic"``: plain prose of the synthetic suite's facts (``synthetic.pretrain_texts``);
+* ``"synthetic"``: plain prose of the synthetic suite's facts (``synthetic_prose.pretrain_texts``);
 * a local ``.txt`` file (documents separated by blank lines), a ``.jsonl`` file (the text in
   ``data.pretrain_text_field`` of every record) or a directory of them, read in sorted order;
 * a Hub dataset name (``owner/name``, e.g. ``Skylion007/openwebtext``), streamed with
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from dpkd_bench.data import synthetic
+from dpkd_bench.data import synthetic_prose
 from dpkd_bench.data.loaders import looks_like_hub_name, parse_jsonl_line
 from dpkd_bench.errors import DataError, UserError, hub_error
 
@@ -135,7 +135,7 @@ def _hub_documents(source: str, text_field: str) -> Iterator[str]:
 # ---- documents and chunks -----------------------------------------------------------------
 def _documents(source: str, text_field: str, seed: int, n_docs: int) -> Iterator[str]:
     if source == SYNTHETIC:
-        return iter(synthetic.pretrain_texts(seed, n_docs))
+        return iter(synthetic_prose.pretrain_texts(seed, n_docs))
     path = Path(source).expanduser()
     if path.exists():
         files = _local_files(path)

@@ -38,10 +38,11 @@ from typing import Any, ClassVar
 import torch
 
 from dpkd_bench import losses
+from dpkd_bench.config import require
 from dpkd_bench.data.collate import IGNORE, collate_pairs, collate_prompts
 from dpkd_bench.errors import RecipeError
 from dpkd_bench.generate import DecodeSettings, decode, response_lists
-from dpkd_bench.recipe import require
+from dpkd_bench.methods.workload import Workload
 
 GROUND_TRUTH = "ground_truth"
 TEACHER_SAMPLES = "teacher_samples"
@@ -105,6 +106,9 @@ class Method:
     deviation: ClassVar[str] = ""
     # Whether the official code trains (and samples) with the student's dropout off.
     disables_dropout: ClassVar[bool] = False
+    # Config settings that keep every batch teacher-forced on the training items, so the
+    # teacher-logit cache can serve the method (``teacher_cache_k`` > 0); None: it cannot.
+    teacher_forced: ClassVar[dict[str, Any] | None] = None
 
     def __init__(self, config=None):
         self.config = config if config is not None else self.Config()
@@ -176,6 +180,12 @@ class Method:
         """Restore what ``state_dict`` returned, before a resumed unit continues."""
 
     # ---- description -------------------------------------------------------------------
+    def workload(self) -> Workload:
+        """Passes of each model per training sequence, for the planner (the pre-training term
+        is added by the planner): one teacher forward unless the cache serves it."""
+        cached = self.uses_teacher_cache or not self.uses_teacher
+        return Workload(teacher_forward=0.0 if cached else 1.0)
+
     def data_sources(self) -> list[str]:
         """What the method trains on, with its settings (``dpkd-bench ls``)."""
         sources = [DATA_LABELS[self.train_data]]

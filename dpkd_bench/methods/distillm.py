@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from dpkd_bench.config import require
 from dpkd_bench.data.collate import collate_pairs
 from dpkd_bench.methods.base import (
     TrainContext,
@@ -31,7 +32,6 @@ from dpkd_bench.methods.base import (
     sample_student,
     to_device,
 )
-from dpkd_bench.recipe import require
 
 REPLAY_RATIOS = ("decreasing", "constant", "increasing")
 

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from dpkd_bench import losses
+from dpkd_bench.config import require
 from dpkd_bench.data.collate import collate_pairs
 from dpkd_bench.methods.base import (
     Method,
@@ -37,7 +38,7 @@ from dpkd_bench.methods.base import (
     teacher_response_logits,
     to_device,
 )
-from dpkd_bench.recipe import require
+from dpkd_bench.methods.workload import Workload
 
 
 @dataclass
@@ -78,6 +79,12 @@ class DPKD(Method):
         "reward_acc": "sequences",
         "reward_margin": "sequences",
     }
+
+    def workload(self) -> Workload:
+        # the student trains on its sample, the teacher sample and the ground truth; the teacher
+        # scores both preference responses; one student sample per prompt
+        return Workload(student_train=3.0, teacher_forward=2.0, samples=1.0)
+
     deviation = (
         "sequence-level loss of the paper; the official code's token-level argmax loss is "
         "`dpkd_token`"
@@ -127,7 +134,7 @@ class DPKD(Method):
             length_normalize=c.length_normalize,
             reference_free=c.reference_free,
         )
-        pref = -F.logsigmoid(margin)  # dpkd_sequence_terms, from the one margin
+        pref = -F.logsigmoid(margin)  # the paper's Eq. 8/9, per example
         margin = margin.detach()
         rkl = losses.token_reverse_kl(s_rows[None, first + chosen :], t_rows[None, chosen:])[0]
         return {

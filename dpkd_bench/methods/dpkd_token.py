@@ -17,9 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dpkd_bench import losses
+from dpkd_bench.config import require
 from dpkd_bench.methods.base import TEACHER_SAMPLES, TRAIN_DATA
 from dpkd_bench.methods.token_level import MixedConfig, TokenLevelMethod
-from dpkd_bench.recipe import require
 
 
 @dataclass

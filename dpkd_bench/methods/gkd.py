@@ -14,9 +14,10 @@ from dataclasses import dataclass, replace
 import torch
 
 from dpkd_bench import losses
+from dpkd_bench.config import require
 from dpkd_bench.methods.base import MethodConfig, prepare_ground_truth, sample_student
 from dpkd_bench.methods.token_level import TokenLevelMethod, check_cache_k
-from dpkd_bench.recipe import require
+from dpkd_bench.methods.workload import Workload
 
 
 @dataclass
@@ -41,6 +42,12 @@ class GKD(TokenLevelMethod):
     Config = GKDConfig
     disables_dropout = True  # TRL's GKDConfig.disable_dropout defaults to True (student only)
     units = {"distill": "tokens", "ce": "tokens", "on_policy": "batches"}
+    teacher_forced = {"lmbda": 0.0}  # no on-policy batches
+
+    def workload(self) -> Workload:
+        lmbda = self.config.lmbda
+        teacher = lmbda if self.uses_teacher_cache else 1.0  # cached: on-policy batches only
+        return Workload(teacher_forward=teacher, samples=lmbda)
 
     @property
     def needs_teacher_samples(self) -> bool:  # type: ignore[override]

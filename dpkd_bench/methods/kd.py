@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dpkd_bench import losses
+from dpkd_bench.config import require
 from dpkd_bench.methods.token_level import MixedConfig, TokenLevelMethod
-from dpkd_bench.recipe import require
 
 
 @dataclass

@@ -40,6 +40,7 @@ import torch
 import torch.distributed as dist
 
 from dpkd_bench import losses
+from dpkd_bench.config import require
 from dpkd_bench.data.collate import collate_pairs
 from dpkd_bench.methods.base import (
     Method,
@@ -54,7 +55,7 @@ from dpkd_bench.methods.base import (
     teacher_response_logits,
     to_device,
 )
-from dpkd_bench.recipe import require
+from dpkd_bench.methods.workload import Workload
 
 
 @dataclass
@@ -116,6 +117,18 @@ class MiniLLM(Method):
     Config = MiniLLMConfig
     disables_dropout = True
     units = {"single_step": "sample_tokens", "pg": "sample_tokens", "reward": "sample_tokens"}
+
+    def workload(self) -> Workload:
+        c = self.config
+        rollout = 1.0 / c.ppo_epochs  # each stored rollout serves ppo_epochs trained sequences
+        return Workload(
+            student_forward=rollout,
+            teacher_forward=1.0
+            + rollout,  # a fresh teacher forward per micro-batch, and at rollout
+            samples=rollout,
+            teacher_in_sampling=c.mix_alpha > 0,
+        )
+
     deviation = (
         "float32 (the official runs use fp16 DeepSpeed); the store is sampled in chunks of the "
         "micro-batch size (official --chunk-size); the pre-training term's KD part is "

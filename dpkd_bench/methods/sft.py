@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dpkd_bench import losses
+from dpkd_bench.config import require
 from dpkd_bench.methods.base import (
     Method,
     MethodConfig,
@@ -12,7 +13,7 @@ from dpkd_bench.methods.base import (
     response_ce_sum,
     shifted_labels,
 )
-from dpkd_bench.recipe import require
+from dpkd_bench.methods.workload import Workload
 
 
 @dataclass
@@ -35,6 +36,9 @@ class SFT(Method):
     Config = SFTConfig
     uses_teacher = False
     units = {"ce": "tokens"}
+
+    def workload(self) -> Workload:
+        return Workload(teacher_forward=0.0)
 
     def weights(self):
         return {"ce": 1.0}

@@ -18,16 +18,17 @@ mask, which selects those same positions. The official student keeps its dropout
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from dpkd_bench import losses
+from dpkd_bench.config import require
 from dpkd_bench.data.collate import IGNORE
 from dpkd_bench.methods.base import prepare_ground_truth, response_token_count
 from dpkd_bench.methods.distillm import AdaptiveConfig, AdaptiveOffPolicy
 from dpkd_bench.methods.token_level import MixedConfig, TokenLevelMethod
-from dpkd_bench.recipe import require
+from dpkd_bench.methods.workload import Workload
 
 
 @dataclass
@@ -46,12 +47,21 @@ class SkewMethod(TokenLevelMethod):
 
     Config = SkewConfig
     units = {"ce": "tokens", "distill": "tokens", "student_data": "batches", "threshold": "batches"}
+    teacher_forced = {"adaptive": False}  # no student samples
     deviation = (
         "on student samples the CE term (weight 1 - kd_ratio, 0 in the official scripts) is "
         "on the same positions as the divergence, next-token aligned (the official code "
         "pairs each logit with its own input token there); a sample cut at max_new_tokens "
         "without EOS has no position after its last token"
     )
+
+    def workload(self) -> Workload:
+        base = super().workload()
+        if not self.config.adaptive:
+            return base
+        return replace(
+            base, note="adaptive: student samples start when validation CE rises (not counted)"
+        )
 
     def data_sources(self) -> list[str]:
         if not self.config.adaptive:

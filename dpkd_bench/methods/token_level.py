@@ -23,6 +23,7 @@ from typing import ClassVar
 import torch
 
 from dpkd_bench import losses, teacher_cache
+from dpkd_bench.config import require
 from dpkd_bench.methods.base import (
     Method,
     MethodConfig,
@@ -31,7 +32,6 @@ from dpkd_bench.methods.base import (
     shifted_labels,
     teacher_response_logits,
 )
-from dpkd_bench.recipe import require
 
 
 def check_cache_k(value: int) -> None:
@@ -59,6 +59,7 @@ class TokenLevelMethod(Method):
     """Loss (1 - r) * CE + r * divergence, both over the teacher-forced response tokens."""
 
     units: ClassVar[dict[str, str]] = {"ce": "tokens", "distill": "tokens"}
+    teacher_forced: ClassVar[dict | None] = {}  # always teacher-forced on the training items
     teacher_cache: teacher_cache.TeacherCache | None = None
 
     def divergence(
