@@ -41,10 +41,10 @@ def package_versions() -> dict[str, str]:
     }
 
 
-def git_commit() -> str | None:
+def _git(*args: str) -> str | None:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
+            ["git", *args],
             cwd=Path(__file__).parent,
             capture_output=True,
             text=True,
@@ -52,7 +52,17 @@ def git_commit() -> str | None:
         )
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def git_commit() -> str | None:
+    """The package's commit, ``+dirty`` when its tracked files differ from it; None outside a
+    git checkout."""
+    commit = _git("rev-parse", "HEAD")
+    if not commit:
+        return None
+    changed = _git("status", "--porcelain", "--untracked-files=no", "--", ".")
+    return f"{commit}+dirty" if changed else commit
 
 
 def now_iso() -> str:

@@ -59,6 +59,20 @@ def test_readme_plugin_runs_beside_sft_and_is_listed_and_recorded(tmp_path, caps
     metrics = json.loads((out / "runs" / "jsd_kd" / "seed-1" / "metrics.json").read_text())
     assert metrics["train"]["teacher_forwards"] > 0  # counted by the loop, as for built-ins
 
+    # resume finds every unit done and changes nothing
+    before = (out / "runs" / "jsd_kd" / "seed-1" / "metrics.json").read_bytes()
+    assert main([*args, "--plugin", str(plugin), "--out", str(out), "--resume"]) == 0
+    assert (out / "runs" / "jsd_kd" / "seed-1" / "metrics.json").read_bytes() == before
+
+
+def test_a_plugin_sweeps_into_variants_the_planner_counts(tmp_path, capsys, forget_plugins):
+    plugin = tmp_path / "jsd_kd.py"
+    plugin.write_text(readme_plugin())
+    args = ["run", "--recipe", "synthetic-quick", "--methods", "sft,jsd_kd", "--dry-run"]
+    assert main([*args, "--sweep", "jsd_kd.ce_weight=0.2,0.8", "--plugin", str(plugin)]) == 0
+    plan = capsys.readouterr().out
+    assert "jsd_kd[ce_weight=0.2]" in plan and "jsd_kd[ce_weight=0.8]" in plan
+
 
 def test_a_recipe_lists_its_plugins_beside_it(tmp_path, capsys, forget_plugins):
     (tmp_path / "jsd_kd.py").write_text(readme_plugin())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -110,3 +111,10 @@ def test_manifest_records_stages_units_and_finish(setup, tmp_path):
     assert saved["data_hashes"] == data.hashes
     summary = manifest.failure_summary(["kd/seed-1"], 2, None)
     assert summary.startswith("error: 1 of 2 units failed: kd/seed-1 (?)")
+
+
+def test_the_manifest_names_the_commit_and_whether_the_package_was_edited():
+    from dpkd_bench.manifest import git_commit
+
+    commit = git_commit()
+    assert commit is None or re.fullmatch(r"[0-9a-f]{40}(\+dirty)?", commit)
