@@ -14,6 +14,9 @@ to continue exactly where it stopped::
                         same on every process and are saved once, by the main process.
 
 A checkpoint is resumed by the same number of processes that wrote it (else a ``DataError``).
+Writing one keeps the one it replaces as ``.checkpoint.previous``: a checkpoint whose files
+cannot be read (truncated, corrupted) is named in a one-line warning and skipped, and the unit
+continues from the previous one, or from its start when none is readable.
 
 Every directory here (checkpoints, ``student/``, ``student_init/``, cached teachers) is
 published atomically: written under a temporary name in the same parent, then renamed into
@@ -27,6 +30,7 @@ import json
 import os
 import random
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,10 +39,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, load_model, save_model
 
 from dpkd_bench.errors import DataError
-from dpkd_bench.results import atomic_write_text, read_json, write_json
+from dpkd_bench.results import atomic_write_text, write_json
 
 FORMAT = 1
 CHECKPOINT = "checkpoint"
@@ -59,8 +63,14 @@ def _fsync_tree(root: Path) -> None:
                 os.fsync(handle.fileno())
 
 
-def publish_dir(path: Path, write: Callable[[Path], None]) -> Path:
-    """Create directory ``path`` atomically: ``write(tmp)`` fills a temporary sibling first."""
+def kept_dir(path: Path) -> Path:
+    """Where ``publish_dir(path, ..., keep=True)`` keeps the directory it replaced."""
+    return path.with_name(f".{path.name}.previous")
+
+
+def publish_dir(path: Path, write: Callable[[Path], None], keep: bool = False) -> Path:
+    """Create directory ``path`` atomically: ``write(tmp)`` fills a temporary sibling first.
+    With ``keep``, the directory it replaces is kept as ``kept_dir(path)``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
@@ -73,6 +83,9 @@ def publish_dir(path: Path, write: Callable[[Path], None]) -> Path:
             shutil.rmtree(previous, ignore_errors=True)
             os.replace(path, previous)
         os.replace(tmp, path)
+        if keep and previous.exists():
+            shutil.rmtree(kept_dir(path), ignore_errors=True)
+            os.replace(previous, kept_dir(path))
         shutil.rmtree(previous, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -97,8 +110,8 @@ def remove_unfinished(parent: Path) -> None:
 
 
 def remove_dir(path: Path) -> None:
-    """Delete a published directory and the previous copy it may have left."""
-    for candidate in (Path(path), _previous(Path(path))):
+    """Delete a published directory and the previous copies it may have left."""
+    for candidate in (Path(path), _previous(Path(path)), kept_dir(Path(path))):
         shutil.rmtree(candidate, ignore_errors=True)
 
 
@@ -182,27 +195,66 @@ def save_checkpoint(
             torch.save(other, tmp / _rank_file(rank))
         write_json(tmp / META, meta)
 
-    publish_dir(path, write)
+    publish_dir(path, write, keep=True)
+
+
+_WARNED: set[Path] = set()
+
+
+def _read(found: Path, rank: int) -> tuple[dict, dict, dict]:
+    """meta.json, state.pt and this process's own state of the checkpoint in ``found``; the
+    weights are parsed too. Raises whatever a damaged file raises."""
+    meta = json.loads((found / META).read_text(encoding="utf-8"))
+    int(meta["step"])
+    load_file(found / WEIGHTS)  # every tensor, so that a truncated file fails here
+    state = torch.load(found / STATE, map_location="cpu", weights_only=True)
+    own = state
+    if rank > 0:
+        own = torch.load(found / _rank_file(rank), map_location="cpu", weights_only=True)
+    return meta, state, own
+
+
+def usable_checkpoint(path: Path, rank: int = 0) -> tuple[Path, dict, dict, dict] | None:
+    """The newest readable checkpoint of ``path`` (the one there, the one an interrupted write
+    was replacing, the previous one kept), with its meta, state and this process's state; a
+    damaged one is named in a one-line warning (once) and skipped. None: none is readable."""
+    path = Path(path)
+    for candidate in (path, _previous(path), kept_dir(path)):
+        if not (candidate / META).is_file():
+            continue
+        try:
+            return (candidate, *_read(candidate, rank))
+        except Exception as err:  # a damaged file raises anything: decode, unpickle, I/O
+            if candidate not in _WARNED:
+                _WARNED.add(candidate)
+                reason = " ".join(str(err).split())[:160]
+                print(
+                    f"warning: checkpoint {candidate} cannot be read ({type(err).__name__}: "
+                    f"{reason}); skipping it",
+                    file=sys.stderr,
+                )
+    return None
 
 
 def checkpoint_step(path: Path) -> int | None:
-    """The step of the checkpoint at ``path``, or None when there is none."""
-    found = readable_dir(path, META)
-    return None if found is None else int(read_json(found / META)["step"])
+    """The step of the newest readable checkpoint at ``path``, or None when there is none."""
+    found = usable_checkpoint(path)
+    return None if found is None else int(found[1]["step"])
 
 
 def load_checkpoint(
     path: Path, parts: Trainables, rank: int = 0, processes: int = 1
 ) -> dict[str, Any] | None:
-    """Restore ``parts`` from the checkpoint at ``path``; return its progress (None: none).
+    """Restore ``parts`` from the newest readable checkpoint at ``path``; return its progress
+    (None: none).
 
     ``rank`` of ``processes``: which process this is; process k >= 1 takes its RNG and method
     state from its own ``rank-<k>.pt``.
     """
-    found = readable_dir(path, META)
-    if found is None:
+    usable = usable_checkpoint(path, rank)
+    if usable is None:
         return None
-    meta = read_json(found / META)
+    found, meta, state, own = usable
     if meta.get("format") != FORMAT:
         raise DataError(
             f"checkpoint {found} has format {meta.get('format')}, this version reads {FORMAT}; "
@@ -216,17 +268,11 @@ def load_checkpoint(
         )
     device = next(parts.model.parameters()).device
     load_model(parts.model, found / WEIGHTS, device=str(device))
-    state = torch.load(found / STATE, map_location="cpu", weights_only=True)
     parts.optimizer.load_state_dict(state["optimizer"])
     parts.scheduler.load_state_dict(state["scheduler"])
     parts.stream.load_state_dict(state["stream"])
     if parts.pretrain is not None and "pretrain" in state:
         parts.pretrain.load_state_dict(state["pretrain"])
-    own = (
-        state
-        if rank == 0
-        else torch.load(found / _rank_file(rank), map_location="cpu", weights_only=True)
-    )
     parts.method.load_state_dict(own["method"])
     set_rng_states(own["rng"], parts.generator)
     return state["progress"]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from dpkd_bench.errors import UserError
+from dpkd_bench.errors import Terminated, UserError
 from dpkd_bench.recipe import BUILTIN_RECIPES, DEFAULT_RECIPE
 
 # OpenMP threads that spin while waiting make small CPU models many times slower when another
@@ -211,9 +211,10 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("error: interrupted; rerun with --resume --out DIR to continue", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as stop:
+        why = str(stop) or "interrupted"  # Terminated says at which step it checkpointed
+        print(f"error: {why}; rerun with --resume --out DIR to continue", file=sys.stderr)
+        return 143 if isinstance(stop, Terminated) else 130
 
 
 if __name__ == "__main__":

@@ -64,3 +64,12 @@ def load_error(what: str, name: str, err: Exception, key: str) -> UserError:
         return hub_error(what, name, err, f"set {key} to a local directory")
     detail = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
     return UserError(f"cannot load {what} '{name}' ({detail}); check {key}")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM reached the loop (a scheduler preempting or timing out the job); the unit's
+    checkpoint was written at ``step`` first."""
+
+    def __init__(self, step: int):
+        super().__init__(f"terminated (SIGTERM) after step {step}, its checkpoint written")
+        self.step = step

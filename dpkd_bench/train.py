@@ -34,6 +34,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import signal
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -48,7 +50,7 @@ from transformers import get_cosine_schedule_with_warmup
 
 from dpkd_bench.checkpoint import Trainables, load_checkpoint, rank_state, save_checkpoint
 from dpkd_bench.data.collate import collate_pairs
-from dpkd_bench.errors import DataError, RecipeError
+from dpkd_bench.errors import DataError, RecipeError, Terminated
 from dpkd_bench.methods.base import (
     Method,
     TrainContext,
@@ -417,6 +419,26 @@ def with_pretrain(prepared: dict, pretrain: BatchStream | None, ctx: TrainContex
 
 
 @contextlib.contextmanager
+def sigterm_requested(enabled: bool) -> Iterator[list[bool]]:
+    """While open, SIGTERM sets ``flag[0]`` instead of ending the process, so the loop can
+    checkpoint first. Only in the main thread of a single process (with several, each would
+    stop at another step); elsewhere the flag stays False and SIGTERM acts as usual."""
+    flag = [False]
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def request(_signum, _frame):
+        flag[0] = True
+
+    previous = signal.signal(signal.SIGTERM, request)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
 def counted_forwards(model) -> Iterator[list[int]]:
     """While open, ``counter[0]`` counts the sequences through ``model``'s forward: the rows of
     every call's ``input_ids``, once per sequence for a decode (the steps that extend a KV cache
@@ -470,6 +492,8 @@ def train(
     ``stream``) for a method with ``pt_weight`` > 0; ignored otherwise. A method with
     ``disables_dropout`` trains (and samples) with the student's dropout off. The sequences
     through the teacher's forward (``ctx.teacher``) are counted into ``teacher_forwards``.
+    With ``checkpoint_dir`` and one process, SIGTERM (a scheduler preempting or timing out the
+    job) makes the loop checkpoint after the current step and raise :class:`Terminated`.
     """
     check_shardable(stream.batch_size, accelerator.num_processes)
     check_corpus(method, pretrain is not None)
@@ -481,6 +505,7 @@ def train(
         checkpointed_activations(student, cfg.gradient_checkpointing),
         dropout_off(student, method.disables_dropout),
         counted_forwards(ctx.teacher) as teacher_forwards,
+        sigterm_requested(accelerator.num_processes == 1 and checkpoint_dir is not None) as stop,
     ):
         result = _loop(
             method,
@@ -492,15 +517,18 @@ def train(
             log_path,
             desc,
             checkpoint_dir,
-            teacher_forwards,
+            (teacher_forwards, stop),
         )
     accelerator.free_memory()
     return result
 
 
-def _loop(method, student, cfg, streams, ctx, accelerator, log_path, desc, checkpoint_dir, counted):
-    """The loop of :func:`train`, once the student is set up for it; ``counted[0]`` counts the
-    teacher's sequences (:func:`counted_forwards`)."""
+def _loop(method, student, cfg, streams, ctx, accelerator, log_path, desc, checkpoint_dir, flags):
+    """The loop of :func:`train`, once the student is set up for it. ``flags``: the count of
+    the teacher's sequences (:func:`counted_forwards`) and the SIGTERM request
+    (:func:`sigterm_requested`): the loop checkpoints after the step it arrives in, then raises
+    :class:`Terminated`."""
+    counted, terminate = flags
     stream, pretrain = streams
     optimizer, scheduler = make_optimizer(student, cfg)
     parts = Trainables(student, optimizer, scheduler, stream, method, ctx.generator, pretrain)
@@ -566,9 +594,13 @@ def _loop(method, student, cfg, streams, ctx, accelerator, log_path, desc, check
             bar.set_postfix(loss=f"{record['loss']:.4f}")
             if log_path is not None:
                 append_jsonl(log_path, record)
-        if checkpoint_dir is not None and _due(step, cfg.checkpoint_every, cfg.steps):
+        if checkpoint_dir is not None and (
+            _due(step, cfg.checkpoint_every, cfg.steps) or terminate[0]
+        ):
             guard.check()
             _save(checkpoint_dir, parts, progress, accelerator)
+        if terminate[0]:
+            raise Terminated(step)
     guard.check()
     forwards = accelerator.reduce(torch.tensor(counted[0], device=accelerator.device), "sum")
     return TrainResult(
