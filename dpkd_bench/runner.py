@@ -43,6 +43,7 @@ from dpkd_bench.checkpoint import (
 from dpkd_bench.data.prepare import PreparedData, prepare_data
 from dpkd_bench.data.pretrain import pretrain_chunks
 from dpkd_bench.evaluation import Evaluator
+from dpkd_bench.lock import run_lock
 from dpkd_bench.manifest import Manifest, check_same_data
 from dpkd_bench.methods import get_method, parse_variant, supervised_method
 from dpkd_bench.methods.base import Method
@@ -98,6 +99,12 @@ class Runner:
         return get_method(spec, **self.recipe.method_args.get(base, {}))
 
     def run(self) -> int:
+        """Train and evaluate every unit, then render the report; one writer per run
+        directory (``dpkd_bench.lock``)."""
+        with run_lock(self.run_dir.root, enabled=self.procs.main):
+            return self._run()
+
+    def _run(self) -> int:
         start = time.time()
         inputs = self.setup()
         failed = []
