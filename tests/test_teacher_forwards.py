@@ -9,7 +9,8 @@ from accelerate import Accelerator
 from dpkd_bench.generate import DecodeSettings, decode
 from dpkd_bench.methods import get_method
 from dpkd_bench.recipe import TrainConfig
-from dpkd_bench.train import BatchStream, counted_forwards, train
+from dpkd_bench.train import BatchStream, train
+from dpkd_bench.unit_scopes import counted_forwards
 
 from .conftest import context, items
 

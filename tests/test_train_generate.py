@@ -15,10 +15,10 @@ from dpkd_bench.train import (
     BatchStream,
     accumulate,
     check_shardable,
-    checkpointed_activations,
     shard_batch,
     train,
 )
+from dpkd_bench.unit_scopes import checkpointed_activations
 
 from .conftest import context, items, tiny_corpus
 
