@@ -28,12 +28,13 @@ from pathlib import Path
 from benchkit import print_machine
 
 from dpkd_bench.data.prepare import prepare_data
-from dpkd_bench.methods import METHODS, parse_variant
+from dpkd_bench.methods import METHODS
 from dpkd_bench.processes import Processes
 from dpkd_bench.recipe import load_recipe
 from dpkd_bench.runner import Runner
 from dpkd_bench.teacher import TeacherSource, cache_root
 from dpkd_bench.teacher_cache import DEFAULT_K
+from dpkd_bench.variants import parse_variant
 
 
 def parse_args() -> argparse.Namespace:

@@ -41,13 +41,12 @@ def _alive(pid: int) -> bool:
 
 def _stale(path: Path, holder: dict) -> bool:
     """Whether the lock at ``path`` (held by ``holder``) belongs to a holder that is gone."""
-    try:
-        age = time.time() - path.stat().st_mtime
-    except FileNotFoundError:
-        return True
     if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):
         return not _alive(holder["pid"])
-    return age > STALE_S
+    try:
+        return time.time() - path.stat().st_mtime > STALE_S
+    except FileNotFoundError:
+        return True
 
 
 def _read(path: Path) -> dict:

@@ -417,7 +417,8 @@ class PlanResult:
 
 def plan(recipe: Recipe, seq_len: int | None = None, prompt_len: int | None = None) -> PlanResult:
     """Rows for the teacher, ``student_init`` and every method of ``recipe`` (module doc)."""
-    from dpkd_bench.methods import get_method, parse_variant
+    from dpkd_bench.methods import get_method
+    from dpkd_bench.variants import parse_variant
 
     vocab = recipe_vocab(recipe)
     teacher = model_size(recipe.teacher.model, vocab)

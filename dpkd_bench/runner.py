@@ -45,7 +45,7 @@ from dpkd_bench.data.pretrain import pretrain_chunks
 from dpkd_bench.evaluation import Evaluator
 from dpkd_bench.lock import run_lock
 from dpkd_bench.manifest import Manifest, check_same_data
-from dpkd_bench.methods import get_method, parse_variant, supervised_method
+from dpkd_bench.methods import get_method, supervised_method
 from dpkd_bench.methods.base import Method
 from dpkd_bench.models import build_model, load_pretrained, preflight_models
 from dpkd_bench.preflight import check_eval_backend
@@ -61,6 +61,7 @@ from dpkd_bench.results import (
 )
 from dpkd_bench.teacher import TeacherSource, cache_root, unit_items
 from dpkd_bench.train import check_shardable
+from dpkd_bench.variants import parse_variant
 
 
 @dataclass

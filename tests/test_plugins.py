@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -86,8 +87,6 @@ def test_a_recipe_lists_its_plugins_beside_it(tmp_path, capsys, forget_plugins):
 
 def cli(*args: str, cwd: Path, env_path: Path | None = None) -> subprocess.CompletedProcess:
     env = {"PYTHONPATH": str(env_path)} if env_path else {}
-    import os
-
     return subprocess.run(
         [sys.executable, "-m", "dpkd_bench.cli", *args],
         cwd=cwd,

@@ -36,8 +36,6 @@ def __getattr__(name: str) -> Any:
         return getattr(importlib.import_module("dpkd_bench.methods.registry"), name)
     if name in _BASE:
         return getattr(importlib.import_module("dpkd_bench.methods.base"), name)
-    if name == "parse_variant":
-        return importlib.import_module("dpkd_bench.variants").parse_variant
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -13,7 +13,6 @@ from dpkd_bench.methods.base import (
     response_ce_sum,
     shifted_labels,
 )
-from dpkd_bench.methods.workload import Workload
 
 
 @dataclass
@@ -36,9 +35,6 @@ class SFT(Method):
     Config = SFTConfig
     uses_teacher = False
     units = {"ce": "tokens"}
-
-    def workload(self) -> Workload:
-        return Workload(teacher_forward=0.0)
 
     def weights(self):
         return {"ce": 1.0}
