@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from dpkd_bench.errors import Terminated, UserError
-from dpkd_bench.recipe import BUILTIN_RECIPES, DEFAULT_RECIPE
+from dpkd_bench.recipe import BUILTIN_RECIPES, DEFAULT_RECIPE, LAUNCHERS
 
 # OpenMP threads that spin while waiting make small CPU models many times slower when another
 # process shares the cores; passive waiting costs nothing when they don't. Set before torch loads.
@@ -78,6 +78,8 @@ def run_overrides(args) -> list[str]:
         overrides.append("methods=" + json.dumps(names))
     if args.seeds:
         overrides.append(f"seeds=[{','.join(map(str, parse_seeds(args.seeds)))}]")
+    if args.launcher:
+        overrides.append(f"launcher.name={args.launcher}")
     return overrides
 
 
@@ -174,6 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seeds", help="comma-separated training seeds, e.g. 1,2,3")
     run.add_argument("--out", help="run directory (default: runs/<recipe>-<time>)")
     run.add_argument("--resume", action="store_true", help="continue the run in --out")
+    run.add_argument(
+        "--launcher",
+        choices=LAUNCHERS,
+        help="where the units run: here one after another (local, the default), one Ray task "
+        "each (ray), one SLURM job each (slurm); settings under launcher.* in the recipe",
+    )
     run.add_argument(
         "--dry-run",
         action="store_true",

@@ -1,10 +1,15 @@
-"""One writer per run directory: a lock file that works on shared file systems.
+"""One writer per run directory, and per unit: lock files that work on shared file systems.
 
 ``DIR/.lock`` is created exclusively (``O_CREAT | O_EXCL``) by the run that writes ``DIR`` and
 names its holder: host, process id, start time. While the run lives, a thread touches it every
 ``HEARTBEAT_S`` seconds. A second writer gets a one-line error naming the holder. A lock whose
 holder is gone is taken over: on the holder's host when its process no longer exists, from any
 host when its heartbeat is older than ``STALE_S`` seconds (a killed job on another machine).
+
+A launcher's worker holds its unit directory's ``.lock`` the same way (:func:`run_lock` with
+``wait_s``: a retried unit waits for the lock of its dead first attempt to go stale), and every
+change to the manifest is made under ``DIR/.manifest.lock`` (:func:`held`), since the driver and
+the workers all write it.
 """
 
 from __future__ import annotations
@@ -21,8 +26,10 @@ from pathlib import Path
 from dpkd_bench.errors import UserError
 
 LOCK = ".lock"
+MANIFEST_LOCK = ".manifest.lock"
 HEARTBEAT_S = 30.0
 STALE_S = 120.0
+POLL_S = 0.05
 
 
 def _holder() -> dict:
@@ -67,43 +74,51 @@ def _create(path: Path, holder: dict) -> bool:
     return True
 
 
-def acquire(root: Path) -> dict:
-    """Take the lock of run directory ``root`` (created if needed); a UserError naming the
-    holder when another live writer has it."""
+def acquire(root: Path, name: str = LOCK, wait_s: float = 0.0) -> dict:
+    """Take the lock ``name`` of directory ``root`` (created if needed), waiting up to
+    ``wait_s`` seconds for a live holder to let go; then a UserError naming the holder."""
     root.mkdir(parents=True, exist_ok=True)
-    path, mine = root / LOCK, _holder()
-    for _ in range(3):  # a stale lock taken over by someone else between two looks: look again
-        if _create(path, mine):
-            return mine
-        holder = _read(path)
-        if not _stale(path, holder):
-            age = time.time() - path.stat().st_mtime
+    path, mine, deadline = root / name, _holder(), time.time() + wait_s
+    while True:
+        for _ in range(3):  # a stale lock taken over by someone else between two looks
+            if _create(path, mine):
+                return mine
+            holder = _read(path)
+            if not _stale(path, holder):
+                break
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        else:
+            raise UserError(f"cannot take the lock {path}: other runs keep taking it; retry")
+        if time.time() >= deadline:
+            try:
+                age = time.time() - path.stat().st_mtime
+            except FileNotFoundError:
+                continue  # let go just now
             raise UserError(
                 f"{root} is being written by another run (host {holder.get('host', '?')}, pid "
                 f"{holder.get('pid', '?')}, alive {age:.0f}s ago); wait for it to finish, or "
                 "choose another --out"
             )
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-    raise UserError(f"cannot take the lock {path}: other runs keep taking it; retry")
+        time.sleep(POLL_S)
 
 
-def release(root: Path, mine: dict) -> None:
+def release(root: Path, mine: dict, name: str = LOCK) -> None:
     """Remove the lock if it is still this holder's."""
-    path = root / LOCK
+    path = root / name
     if _read(path) == mine:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
 
 
 @contextlib.contextmanager
-def run_lock(root: Path, enabled: bool = True) -> Iterator[None]:
+def run_lock(root: Path, enabled: bool = True, wait_s: float = 0.0) -> Iterator[None]:
     """Hold the lock of ``root`` while the block runs, with its heartbeat."""
     if not enabled:
         yield
         return
     root = Path(root)
-    mine = acquire(root)
+    mine = acquire(root, wait_s=wait_s)
     done = threading.Event()
 
     def beat() -> None:
@@ -119,3 +134,14 @@ def run_lock(root: Path, enabled: bool = True) -> Iterator[None]:
         done.set()
         thread.join()
         release(root, mine)
+
+
+@contextlib.contextmanager
+def held(root: Path, name: str = MANIFEST_LOCK, wait_s: float = STALE_S + HEARTBEAT_S):
+    """Hold the short-lived lock ``name`` of ``root`` (no heartbeat) while the block runs."""
+    root = Path(root)
+    mine = acquire(root, name, wait_s)
+    try:
+        yield
+    finally:
+        release(root, mine, name)

@@ -92,9 +92,14 @@ def plain_recipe(recipe: Recipe) -> dict:
 
 
 def check_same_recipe(manifest: dict, recipe: Recipe, root: Path) -> None:
-    """Raise a user error unless the run in ``root`` was made with ``recipe``."""
+    """Raise a user error unless the run in ``root`` was made with ``recipe``; the launcher
+    may differ (where units run does not change what they compute)."""
     then = manifest.get("recipe") if isinstance(manifest.get("recipe"), dict) else {}
-    changes = differences(then, plain_recipe(recipe), defaults=plain_recipe(Recipe()))
+    then = {k: v for k, v in then.items() if k != "launcher"}
+    now, defaults = plain_recipe(recipe), plain_recipe(Recipe())
+    for tree in (now, defaults):
+        tree.pop("launcher")
+    changes = differences(then, now, defaults=defaults)
     if changes:
         more = f"; and {len(changes) - 3} more" if len(changes) > 3 else ""
         raise RecipeError(
@@ -153,6 +158,8 @@ class Manifest:
             return
         check_same_data(resumed, data.hashes, self.run_dir.root)
         resumed["resumed"] = [*resumed.get("resumed", []), now_iso()]
+        resumed["recipe"]["launcher"] = plain_recipe(recipe)["launcher"]
+        resumed["launcher"] = recipe.launcher.name
         resumed["finished"] = None
         resumed["stage_times"] = self.stage_times
         self.run_dir.save_manifest(resumed)
@@ -169,6 +176,7 @@ class Manifest:
             "versions": package_versions(),
             "git_commit": git_commit(),
             "data_hashes": data.hashes,
+            "launcher": recipe.launcher.name,  # its settings are in recipe.launcher
             "started": now_iso(),
             "finished": None,
             "stage_times": self.stage_times,
@@ -182,9 +190,8 @@ class Manifest:
     def record_stage(self, stage: str, seconds: float) -> None:
         self.stage_times[stage] = round(seconds, 2)
         if self.main and self.run_dir.is_run():
-            manifest = self.run_dir.load_manifest()
-            manifest["stage_times"] = self.stage_times
-            self.run_dir.save_manifest(manifest)
+            with self.run_dir.editing_manifest() as manifest:
+                manifest["stage_times"] = self.stage_times
         log(f"{stage}: {seconds:.1f}s")
 
     def timed(self, stage: str, fn, *args):
@@ -207,10 +214,9 @@ class Manifest:
     def finish(self, total: float) -> None:
         """Close the manifest: the finish time and the run's total wall time."""
         self.stage_times["total"] = round(total, 2)
-        manifest = self.run_dir.load_manifest()
-        manifest["finished"] = now_iso()
-        manifest["stage_times"] = self.stage_times
-        self.run_dir.save_manifest(manifest)
+        with self.run_dir.editing_manifest() as manifest:
+            manifest["finished"] = now_iso()
+            manifest["stage_times"] = self.stage_times
 
     def failure_summary(self, failed: list[str], units: int, report_error: str | None) -> str:
         """One line: the failed units (of ``units``), where their errors are, and how to redo

@@ -7,6 +7,8 @@ Three tiers, cheapest first:
   sequence a run builds within the positions of models built here;
 * :func:`check_output_dir`: ``--out`` can be created and written;
 * :func:`check_eval_backend`: ``eval.backend: vllm`` has vllm importable and one process;
+* :func:`check_launcher`: ``--launcher ray|slurm`` has its package, one driver process, and
+  (SLURM) ``sbatch`` and run and cache directories off node-local storage;
 * :func:`check_pretrained` (reads configs and tokenizers, never weights): for pretrained models,
   the weight format, the configs' vocabulary sizes and positions, and that teacher, student and
   tokenizer share one vocabulary, the same special tokens and chat template, and a pad token.
@@ -18,7 +20,9 @@ The data stage then checks every eval set is non-empty after the prompt-length f
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,14 +33,16 @@ from dpkd_bench.data.loaders import (
     unknown_eval_set,
 )
 from dpkd_bench.errors import RecipeError, UserError, hub_offline, load_error
-from dpkd_bench.results import check_method_name, is_safe_name
+from dpkd_bench.results import cache_root, check_method_name, is_safe_name
 
 if TYPE_CHECKING:
-    from dpkd_bench.recipe import ModelConfig, Recipe
+    from dpkd_bench.recipe import LauncherConfig, ModelConfig, Recipe
 
 PICKLE_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
 ROLES = ("teacher", "student")
+LAUNCHER_PACKAGES = {"ray": "ray", "slurm": "submitit"}  # launcher -> the package (and extra)
+NODE_LOCAL = (Path("/tmp"), Path("/var/tmp"), Path("/dev/shm"))  # each node has its own
 
 
 # ---- recipe: names, eval sets, data paths, lengths -----------------------------------------
@@ -301,8 +307,53 @@ def check_eval_backend(recipe: Recipe, processes: int = 1) -> None:
     import_vllm()
 
 
+# ---- launcher ----------------------------------------------------------------------------
+def check_shared(path: str | Path, what: str) -> None:
+    """A UserError when ``path`` lies where every node of a cluster has its own copy."""
+    resolved = Path(path).resolve()
+    for local in NODE_LOCAL:
+        if resolved == local or local in resolved.parents:
+            raise UserError(
+                f"{what} {resolved} is under {local}, which each cluster node has its own copy "
+                "of; put it on storage every node sees (a shared home or scratch file system)"
+            )
+
+
+def check_launcher(
+    cfg: LauncherConfig, out: str | Path, cache: str | Path | None = None, processes: int = 1
+) -> None:
+    """``launcher.name`` ray or slurm: its package importable, a driver of one process, and,
+    for SLURM, ``sbatch`` on this machine and run and cache directories that are not
+    node-local. (Ray checks the storage from every node once connected.)"""
+    if cfg.name == "local":
+        return
+    if processes > 1:
+        raise UserError(
+            f"--launcher {cfg.name} sends each unit to a job of its own; start the driver as one "
+            "process (`dpkd-bench run`, not accelerate launch or torchrun) and set "
+            "launcher.gpus_per_unit for units of several GPUs"
+        )
+    package = LAUNCHER_PACKAGES[cfg.name]
+    if importlib.util.find_spec(package) is None:
+        raise UserError(
+            f"--launcher {cfg.name} needs {package}, which is not installed; install it with "
+            f'`pip install -e ".[{cfg.name}]"` (or `pip install {package}`), or use '
+            "--launcher local"
+        )
+    if cfg.name == "slurm" and cfg.cluster == "slurm":
+        if shutil.which("sbatch") is None:
+            raise UserError(
+                "--launcher slurm found no `sbatch` on this machine; start the run on a SLURM "
+                "login node, or set launcher.cluster=local to run the unit jobs as processes "
+                "of this machine"
+            )
+        check_shared(out, "the run directory (--out)")
+        check_shared(cache or cache_root(), "the cache directory (DPKD_BENCH_CACHE)")
+
+
 def check_run(recipe: Recipe, out: str | Path) -> None:
     """Everything ``run`` checks before the Runner starts (the recipe was checked on load)."""
     check_output_dir(out)
     check_eval_backend(recipe)
+    check_launcher(recipe.launcher, out)
     check_pretrained(recipe)

@@ -26,6 +26,9 @@ from dpkd_bench.preflight import check_recipe
 BUILTIN_RECIPES = ("synthetic", "synthetic-quick")
 DEFAULT_RECIPE = "synthetic"
 EVAL_BACKENDS = ("hf", "vllm")  # eval.backend: the built-in decoder, or vLLM
+LAUNCHERS = ("local", "ray", "slurm")  # launcher.name / --launcher
+SUBMITIT_CLUSTERS = ("slurm", "local")  # launcher.cluster: SLURM, or subprocesses here
+SLURM_TIME = re.compile(r"^(?:(\d+)-)?(\d+):(\d{2})(?::(\d{2}))?$")  # [D-]H:MM[:SS]
 KEY_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")  # one part of an override's key path
 
 
@@ -216,6 +219,65 @@ class SamplingConfig(DecodingConfig):
     seed: int = 1234
 
 
+def slurm_minutes(value: int | str) -> int:
+    """A SLURM time limit, minutes or ``[D-]H:MM[:SS]``, in whole minutes (rounded up)."""
+    if isinstance(value, int):
+        return value
+    match = SLURM_TIME.match(value.strip())
+    if not match:
+        raise ValueError(value)
+    days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
+    return days * 1440 + hours * 60 + minutes + (1 if seconds else 0)
+
+
+@dataclass
+class LauncherConfig:
+    """Where the units (method x seed) run once the shared stage is done (``--launcher``).
+
+    ``local``: one after another in this process. ``ray``: one Ray task per unit. ``slurm``: one
+    SLURM job per unit, through submitit. None of these settings enters the results' identity:
+    a run may be resumed under another launcher.
+    """
+
+    name: str = "local"
+    # Intra-op threads of each unit, and the CPUs it asks for. None: torch's default (local),
+    # 1 (ray, slurm), so that parallel units do not oversubscribe the cores.
+    cpus_per_unit: int | None = None
+    gpus_per_unit: int = 0  # above 1, the unit runs under torchrun, one process per GPU
+    max_retries: int = 1  # a failed or lost unit is run again this often, from its checkpoint
+    # ray: "auto" (the cluster this machine belongs to) or "ray://HOST:PORT"; None starts a
+    # local cluster for the run, of this machine's CPUs
+    address: str | None = None
+    partition: str | None = None  # slurm: the partition (None: the cluster's default)
+    time: int | str = 60  # slurm: a unit job's time limit, minutes or "[D-]H:MM[:SS]"
+    extra: dict[str, Any] = field(default_factory=dict)  # slurm: more sbatch options
+    cluster: str = "slurm"  # slurm: submitit's "slurm", or "local" (subprocesses, no SLURM)
+
+    def __post_init__(self):
+        require(
+            self.name in LAUNCHERS,
+            "name",
+            f"must be one of {', '.join(LAUNCHERS)} (got {self.name!r})",
+        )
+        require(
+            self.cpus_per_unit is None or self.cpus_per_unit >= 1,
+            "cpus_per_unit",
+            "must be >= 1 (or unset: torch's default here, 1 on ray and slurm)",
+        )
+        require(self.gpus_per_unit >= 0, "gpus_per_unit", "must be >= 0")
+        require(self.max_retries >= 0, "max_retries", "must be >= 0")
+        try:
+            minutes = slurm_minutes(self.time)
+        except ValueError:
+            minutes = -1
+        require(minutes >= 1, "time", "must be minutes >= 1 or '[D-]H:MM[:SS]'")
+        require(
+            self.cluster in SUBMITIT_CLUSTERS,
+            "cluster",
+            f"must be one of {', '.join(SUBMITIT_CLUSTERS)} (got {self.cluster!r})",
+        )
+
+
 @dataclass
 class Recipe:
     """One experiment: data, teacher, student, methods, seeds and protocol."""
@@ -240,6 +302,7 @@ class Recipe:
     # Methods from outside the package: .py files (relative to the recipe's folder or the
     # working directory) or module names, loaded before the methods are checked.
     plugins: list[str] = field(default_factory=list)
+    launcher: LauncherConfig = field(default_factory=LauncherConfig)
 
     def __post_init__(self):
         require(

@@ -12,14 +12,16 @@ so a crash never leaves a half-written JSON file behind. This module imports no 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from dpkd_bench.errors import UserError
+from dpkd_bench.lock import held
 
 MANIFEST = "manifest.json"
 METRICS = "metrics.json"
@@ -27,6 +29,14 @@ TRAIN_LOG = "train_log.jsonl"
 GENERATIONS = "generations"
 SEED_PREFIX = "seed-"
 REFERENCE_ROWS = ("teacher", "student_init")  # evaluated once, shown as references
+
+
+def cache_root() -> Path:
+    """The cache directory (``$DPKD_BENCH_CACHE``, default ``~/.cache/dpkd-bench``), created."""
+    root = os.environ.get("DPKD_BENCH_CACHE") or Path.home() / ".cache" / "dpkd-bench"
+    path = Path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 # ---- atomic files -------------------------------------------------------------------------
@@ -178,14 +188,22 @@ class RunDir:
     def save_manifest(self, manifest: dict) -> None:
         write_json(self.manifest_path, manifest)
 
+    @contextlib.contextmanager
+    def editing_manifest(self) -> Iterator[dict]:
+        """The manifest to change in place, saved when the block ends; one writer at a time
+        (a launcher's driver and workers all write it)."""
+        with held(self.root):
+            manifest = self.load_manifest()
+            yield manifest
+            self.save_manifest(manifest)
+
     def update_unit(self, method: str, seed: int, **fields) -> None:
         """Merge ``fields`` into ``manifest["units"]["<method>/seed-<k>"]``."""
         self.unit_dir(method, seed)  # validates the name and seed
-        manifest = self.load_manifest()
-        units = manifest.setdefault("units", {})
-        key = unit_key(method, seed)
-        units[key] = {**units.get(key, {}), **fields}
-        self.save_manifest(manifest)
+        with self.editing_manifest() as manifest:
+            units = manifest.setdefault("units", {})
+            key = unit_key(method, seed)
+            units[key] = {**units.get(key, {}), **fields}
 
     def completed_units(self) -> list[tuple[str, int]]:
         """(method, seed) of every unit directory holding metrics.json, sorted."""

@@ -16,6 +16,11 @@ reference evaluations are skipped when their metrics.json exist. A failing unit 
 failed in the manifest with its error and the others go on; the run then ends with one
 ``error:`` line on stderr naming the failed units, and ``run`` returns 1.
 
+Launchers (``recipe.launcher``, the CLI's ``--launcher``): ``local`` runs the units here, one
+after another; ``ray`` and ``slurm`` (:mod:`dpkd_bench.launchers`) run each unit as a job of its
+own once setup is done, on workers that load what setup made (:meth:`Runner.unit_inputs`) from
+the run directory and the cache, and hold the unit's lock while they write it.
+
 Several processes (``accelerate launch`` or ``torchrun``): every stage runs on every process,
 the main process alone writes files (:mod:`dpkd_bench.processes`). Teacher samples drawn by
 N > 1 processes are cached under their own name; those of a single process (or shipped with the
@@ -25,12 +30,15 @@ package) are used by runs of any process count.
 from __future__ import annotations
 
 import copy
+import socket
 import sys
 import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from dpkd_bench.checkpoint import (
     CHECKPOINT,
@@ -42,13 +50,14 @@ from dpkd_bench.checkpoint import (
 )
 from dpkd_bench.data.prepare import PreparedData, prepare_data
 from dpkd_bench.data.pretrain import pretrain_chunks
+from dpkd_bench.errors import UserError
 from dpkd_bench.evaluation import Evaluator
 from dpkd_bench.lock import run_lock
 from dpkd_bench.manifest import Manifest, check_same_data
 from dpkd_bench.methods import get_method, supervised_method
 from dpkd_bench.methods.base import Method
 from dpkd_bench.models import build_model, load_pretrained, preflight_models
-from dpkd_bench.preflight import check_eval_backend
+from dpkd_bench.preflight import check_eval_backend, check_launcher
 from dpkd_bench.processes import Processes, Training, fit, log
 from dpkd_bench.recipe import Recipe, dump_yaml
 from dpkd_bench.results import (
@@ -79,19 +88,28 @@ class Runner:
     """Runs one recipe into one run directory."""
 
     def __init__(
-        self, recipe: Recipe, out: Path, cache_dir: Path | None = None, resume: bool = False
+        self,
+        recipe: Recipe,
+        out: Path,
+        cache_dir: Path | None = None,
+        resume: bool = False,
+        worker: bool = False,
     ):
         self.procs = Processes()
         for cfg in (recipe.train, recipe.student.init_train):
             check_shardable(cfg.batch_size, self.procs.count)
         check_eval_backend(recipe, self.procs.count)
+        if not worker:
+            check_launcher(recipe.launcher, out, cache_dir, self.procs.count)
         self.recipe = recipe
         self.run_dir = RunDir(self.procs.from_main(Path(out)))  # a default --out names a time
         self.resume = resume
         self.cache = cache_dir or cache_root()
-        self.manifest = Manifest(self.run_dir, self.procs.main)
+        # a launcher's worker writes its unit's entry in the manifest, no stage times
+        self.manifest = Manifest(self.run_dir, self.procs.main and not worker)
         self.evaluator = Evaluator(recipe, self.procs, self.run_dir)
         self.methods = {name: self._method(name) for name in recipe.methods}
+        self.unit_fields = {"launcher": recipe.launcher.name}  # recorded with every unit
 
     def _method(self, spec: str) -> Method:
         """Unknown names and bad values fail here, before anything trains."""
@@ -107,12 +125,17 @@ class Runner:
 
     def _run(self) -> int:
         start = time.time()
-        inputs = self.setup()
-        failed = []
-        for seed in self.recipe.seeds:
-            for name, method in self.methods.items():
-                if not self.run_unit(name, method, seed, inputs):
-                    failed.append(unit_key(name, seed))
+        if self.recipe.launcher.name == "local":
+            failed = self.run_units(self.setup())
+        else:  # one job per unit on the launcher's workers, connected to before setup
+            from dpkd_bench.launchers import launch, make_launcher
+
+            launcher = make_launcher(self)
+            try:
+                self.setup()
+                failed = launch(self, launcher)
+            finally:
+                launcher.close()
         report_error = self._finish(time.time() - start) if self.procs.main else None
         self.procs.wait()
         if failed or report_error:
@@ -217,14 +240,54 @@ class Runner:
         self.evaluator.evaluate(model, data, name, seed, model_dir)
         self.procs.on_main(self.manifest.record_unit, name, seed, {"state": "done", "error": None})
 
+    def unit_inputs(self) -> RunInputs:
+        """On a launcher's worker: what setup made, loaded from the run directory and the cache;
+        nothing is trained, sampled or evaluated here that setup did not already save."""
+        root = self.run_dir.root
+        data = prepare_data(self.recipe, self.cache)
+        check_same_data(self.run_dir.load_manifest(), data.hashes, root)
+        source = TeacherSource(self.recipe, data, self.procs, self.cache)
+        if not (self.recipe.teacher.model.name_or_path or source.dir.is_dir()):
+            raise UserError(
+                f"the teacher is not in the cache {self.cache} on this worker; put the cache on "
+                "storage every worker sees (DPKD_BENCH_CACHE) and rerun with --resume"
+            )
+        teacher = source.load()
+        self.evaluator.teacher = teacher
+        student_init = self.saved_student_init()
+        if student_init is None:
+            raise UserError(
+                f"{root / 'student_init'} is not readable on this worker; the run directory "
+                "must be on storage every worker sees"
+            )
+        pretrain_items, samples = self.method_inputs(data, source, teacher)
+        return RunInputs(data, teacher, student_init, samples, pretrain_items)
+
     # ---- units -------------------------------------------------------------------------
+    def run_units(self, inputs: RunInputs) -> list[str]:
+        """Every unit here, one after another (the local launcher); the failed units' keys."""
+        failed = []
+        threads = self.recipe.launcher.cpus_per_unit
+        previous = torch.get_num_threads()
+        if threads:
+            torch.set_num_threads(threads)
+        try:
+            for seed in self.recipe.seeds:
+                for name, method in self.methods.items():
+                    if not self.run_unit(name, method, seed, inputs):
+                        failed.append(unit_key(name, seed))
+        finally:
+            torch.set_num_threads(previous)
+        return failed
+
     def run_unit(self, name: str, method: Method, seed: int, inputs: RunInputs) -> bool:
         """Train and evaluate one (method, seed); False when it failed (recorded, not raised)."""
         if self.resume and self.procs.from_main(self.manifest.unit_done(name, seed)):
             log(f"{name} seed {seed}: done already")
             return True
         record = self.manifest.record_unit
-        self.procs.on_main(record, name, seed, {"state": "running", "error": None})
+        running = {"state": "running", "error": None, **self.unit_fields}
+        self.procs.on_main(record, name, seed, {**running, "host": socket.gethostname()})
         unit_dir, start = self.run_dir.unit_dir(name, seed), time.time()
         try:
             model, train_info = self.train_unit(name, method, seed, inputs)
@@ -244,6 +307,7 @@ class Runner:
         wall = time.time() - start
         done = {"state": "done", "error": None, "wall_s": round(wall, 2)}
         done["skipped_steps"] = train_info["skipped_steps"]
+        done["resumed_from_step"] = train_info["resumed_from_step"]
         self.procs.on_main(record, name, seed, done)
         self.procs.on_main(remove_dir, unit_dir / CHECKPOINT)
         self.manifest.stage_times[f"unit:{name}/seed-{seed}"] = round(wall, 2)
@@ -254,7 +318,10 @@ class Runner:
         """Train one unit (from its checkpoint when resuming), save its student; (model, info)."""
         data, unit_dir = inputs.data, self.run_dir.unit_dir(name, seed)
         label, config = f"{name} seed {seed}", dump_yaml(method.describe())
-        self.procs.on_main(prepare_unit_dir, unit_dir, label, self.resume)
+        resumed_from = self.procs.from_main(
+            prepare_unit_dir(unit_dir, label, self.resume) if self.procs.main else None
+        )
+        self.procs.wait()
         self.procs.on_main(atomic_write_text, unit_dir / "config.yaml", config)
         model = copy.deepcopy(inputs.student_init)
         job = Training(
@@ -278,6 +345,7 @@ class Runner:
             "tokens": result.tokens,
             "skipped_steps": result.skipped_steps,
             "teacher_forwards": result.teacher_forwards,
+            "resumed_from_step": resumed_from,
         }
 
     def _finish(self, total: float) -> str | None:
@@ -294,9 +362,9 @@ class Runner:
         return None
 
 
-def prepare_unit_dir(unit_dir: Path, label: str, resume: bool) -> None:
+def prepare_unit_dir(unit_dir: Path, label: str, resume: bool) -> int | None:
     """Clear what an earlier attempt left, except, on resume, its checkpoint and its train log
-    up to that checkpoint's step."""
+    up to that checkpoint's step; that step (None: the unit starts from step 0)."""
     remove_unfinished(unit_dir)
     checkpoint, log_path = unit_dir / CHECKPOINT, unit_dir / TRAIN_LOG
     step = checkpoint_step(checkpoint) if resume else None
@@ -306,3 +374,4 @@ def prepare_unit_dir(unit_dir: Path, label: str, resume: bool) -> None:
     else:
         trim_log(log_path, step)
         log(f"{label}: continuing from the checkpoint of step {step}")
+    return step

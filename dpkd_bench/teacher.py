@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
@@ -33,19 +32,11 @@ from dpkd_bench.methods.base import TEACHER_SAMPLES, Method
 from dpkd_bench.models import build_model, freeze, load_pretrained
 from dpkd_bench.processes import Processes, Training, decode_settings, fit, log
 from dpkd_bench.recipe import Recipe, SamplingConfig
-from dpkd_bench.results import atomic_write_bytes, write_jsonl
+from dpkd_bench.results import atomic_write_bytes, cache_root, write_jsonl
 from dpkd_bench.teacher_cache import build_cache, items_hash
 
 SHIPPED_TEACHER = Path(__file__).parent / "assets" / "default-teacher"
 TEACHER_FORMAT = 1  # bump when teacher training changes in a way that invalidates caches
-
-
-def cache_root() -> Path:
-    """The cache directory (``$DPKD_BENCH_CACHE``, default ``~/.cache/dpkd-bench``), created."""
-    root = os.environ.get("DPKD_BENCH_CACHE") or Path.home() / ".cache" / "dpkd-bench"
-    path = Path(root)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def content_key(*parts) -> str:

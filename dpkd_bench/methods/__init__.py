@@ -24,6 +24,7 @@ _REGISTRY = (
     "get_method",
     "load_plugins",
     "method_class",
+    "plugin_files",
     "plugin_sources",
     "supervised_method",
     "validate_methods",

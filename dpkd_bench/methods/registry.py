@@ -279,6 +279,13 @@ def load_plugins(specs: Sequence[str] = (), base: Path | None = None) -> None:
             _LOADED.add(spec)
 
 
+def plugin_files(names: Sequence[str]) -> list[str]:
+    """The files the plugin methods among ``names`` were loaded from, for another process
+    (a launcher's worker) to load; installed entry points load there by themselves."""
+    sources = (entry["source"] for entry in plugin_sources(names).values())
+    return sorted({source for source in sources if Path(source).is_file()})
+
+
 def plugin_sources(names: Sequence[str]) -> dict[str, dict[str, str]]:
     """Where the plugin methods among ``names`` (or their variants) came from, for the
     manifest."""
