@@ -32,7 +32,7 @@ STALE_S = 120.0
 POLL_S = 0.05
 
 
-def _holder() -> dict:
+def _me() -> dict:
     return {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
 
 
@@ -56,12 +56,13 @@ def _stale(path: Path, holder: dict) -> bool:
         return True
 
 
-def _read(path: Path) -> dict:
+def holder(path: Path) -> dict:
+    """Who holds the lock file ``path`` (host, pid, started); {} when nobody does."""
     try:
-        holder = json.loads(path.read_text(encoding="utf-8"))
+        found = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-    return holder if isinstance(holder, dict) else {}
+    return found if isinstance(found, dict) else {}
 
 
 def _create(path: Path, holder: dict) -> bool:
@@ -78,13 +79,13 @@ def acquire(root: Path, name: str = LOCK, wait_s: float = 0.0) -> dict:
     """Take the lock ``name`` of directory ``root`` (created if needed), waiting up to
     ``wait_s`` seconds for a live holder to let go; then a UserError naming the holder."""
     root.mkdir(parents=True, exist_ok=True)
-    path, mine, deadline = root / name, _holder(), time.time() + wait_s
+    path, mine, deadline = root / name, _me(), time.time() + wait_s
     while True:
         for _ in range(3):  # a stale lock taken over by someone else between two looks
             if _create(path, mine):
                 return mine
-            holder = _read(path)
-            if not _stale(path, holder):
+            current = holder(path)
+            if not _stale(path, current):
                 break
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
@@ -96,8 +97,8 @@ def acquire(root: Path, name: str = LOCK, wait_s: float = 0.0) -> dict:
             except FileNotFoundError:
                 continue  # let go just now
             raise UserError(
-                f"{root} is being written by another run (host {holder.get('host', '?')}, pid "
-                f"{holder.get('pid', '?')}, alive {age:.0f}s ago); wait for it to finish, or "
+                f"{root} is being written by another run (host {current.get('host', '?')}, pid "
+                f"{current.get('pid', '?')}, alive {age:.0f}s ago); wait for it to finish, or "
                 "choose another --out"
             )
         time.sleep(POLL_S)
@@ -106,7 +107,7 @@ def acquire(root: Path, name: str = LOCK, wait_s: float = 0.0) -> dict:
 def release(root: Path, mine: dict, name: str = LOCK) -> None:
     """Remove the lock if it is still this holder's."""
     path = root / name
-    if _read(path) == mine:
+    if holder(path) == mine:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dpkd_bench.launchers.job import WORKER_LOG, UnitJob, UnitLost
-from dpkd_bench.lock import LOCK
+from dpkd_bench.lock import LOCK, holder
 from dpkd_bench.methods import plugin_files
 from dpkd_bench.processes import log
 
@@ -110,17 +110,22 @@ class Driver:
     def __init__(self, runner: Runner, launcher, progress: Progress):
         self.runner, self.launcher, self.progress = runner, launcher, progress
         self.running: dict = {}  # launcher handle -> job
-        self.seen: set[tuple[str, int]] = set()  # (unit, attempt) announced as started
+        # (unit, attempt) not yet seen to start -> the unit lock's holder when it was sent
+        self.before: dict[tuple[str, int], dict] = {}
         self.failed: list[str] = []
 
     def submit(self, job: UnitJob) -> None:
+        # a lost attempt's lock may still be there: a start is a new holder
+        self.before[job.key, job.attempt] = holder(job.unit_dir / LOCK)
         self.running[self.launcher.submit(job)] = job
 
     def look(self) -> None:
-        """Announce the jobs that started, settle the ones that ended."""
+        """Announce the jobs that started (their unit's lock has a new holder), settle the ones
+        that ended."""
         for handle, job in list(self.running.items()):
-            if (job.key, job.attempt) not in self.seen and (job.unit_dir / LOCK).exists():
-                self.seen.add((job.key, job.attempt))
+            sent = (job.key, job.attempt)
+            if sent in self.before and holder(job.unit_dir / LOCK) not in ({}, self.before[sent]):
+                del self.before[sent]
                 self.progress.started(job)
             try:
                 outcome = self.launcher.poll(handle)
