@@ -8,12 +8,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from datetime import datetime
 from pathlib import Path
 
 import yaml
 
+from dpkd_bench.console import no_bars_off_terminal, set_quiet
 from dpkd_bench.errors import Terminated, UserError
 from dpkd_bench.recipe import BUILTIN_RECIPES, DEFAULT_RECIPE, LAUNCHERS
 
@@ -60,23 +62,31 @@ def _method_list(text: str) -> list[str]:
     return [n for n in names if n]
 
 
-def run_overrides(args) -> list[str]:
-    """CLI flags as recipe overrides (flags win over the recipe file and key=value pairs)."""
+def method_names(args) -> list[str]:
+    """--methods (``all`` or a list with variants) with --sweep's grid expanded; [] for none."""
     from dpkd_bench.methods import expand_sweeps
     from dpkd_bench.recipe import load_recipe
 
+    if not (args.methods or args.sweep):
+        return []
+    names = _method_list(args.methods) if args.methods else load_recipe(args.recipe).methods
+    try:
+        return expand_sweeps(names, args.sweep or [])
+    except yaml.YAMLError:
+        raise UserError(
+            f"--methods '{args.methods}' has a variant value that is not valid YAML; write "
+            "variants as name[key=value,...], e.g. dpkd[beta=0.05]"
+        ) from None
+
+
+def run_overrides(args, grid: bool = True) -> list[str]:
+    """CLI flags as recipe overrides (flags win over the recipe file and key=value pairs);
+    ``grid``: --methods, --sweep and --seeds among them."""
     overrides = list(args.overrides)
-    if args.methods or args.sweep:
-        names = _method_list(args.methods) if args.methods else load_recipe(args.recipe).methods
-        try:
-            names = expand_sweeps(names, args.sweep or [])
-        except yaml.YAMLError:
-            raise UserError(
-                f"--methods '{args.methods}' has a variant value that is not valid YAML; write "
-                "variants as name[key=value,...], e.g. dpkd[beta=0.05]"
-            ) from None
+    names = method_names(args) if grid else []
+    if names:
         overrides.append("methods=" + json.dumps(names))
-    if args.seeds:
+    if args.seeds and grid:
         overrides.append(f"seeds=[{','.join(map(str, parse_seeds(args.seeds)))}]")
     if args.launcher:
         overrides.append(f"launcher.name={args.launcher}")
@@ -90,26 +100,54 @@ def cmd_run(args) -> int:
     from dpkd_bench.runner import Runner
 
     load_plugins(args.plugin)  # before --methods and --sweep name them
-    recipe = load_recipe(args.recipe, run_overrides(args), args.plugin)
+    if args.extend:
+        from dpkd_bench.extend import extended_recipe
+
+        if args.recipe or args.out or args.resume:
+            raise UserError(
+                "--extend DIR continues DIR with the run's own recipe; drop --recipe, --out and "
+                "--resume"
+            )
+        seeds = parse_seeds(args.seeds) if args.seeds else []
+        recipe = extended_recipe(
+            args.extend, method_names(args), seeds, run_overrides(args, grid=False), args.plugin
+        )
+    else:
+        recipe = load_recipe(args.recipe, run_overrides(args), args.plugin)
     if args.dry_run:
         from dpkd_bench.planner import format_plan, plan
 
         print(format_plan(plan(recipe)))
         return 0
-    out = Path(args.out or f"runs/{recipe.name}-{datetime.now():%Y%m%d-%H%M%S}")
+    out = Path(args.extend or args.out or f"runs/{recipe.name}-{datetime.now():%Y%m%d-%H%M%S}")
     check_run(recipe, out)  # --out, eval backend, configs and tokenizers: before any training
-    if out.exists() and any(out.iterdir()) and not args.resume:
+    if out.exists() and any(out.iterdir()) and not (args.resume or args.extend):
         raise UserError(
             f"output directory {out} is not empty; pass --resume to continue that run "
             "or choose another --out"
         )
-    return Runner(recipe, out, resume=args.resume).run()
+    command = shlex.join(["dpkd-bench", *args.argv])
+    runner = Runner(recipe, out, resume=args.resume, command=command, extend=bool(args.extend))
+    if recipe.launcher.name == "local":
+        return runner.run()
+    from dpkd_bench.launchers import launch_units
+
+    return runner.run(launch_units)
 
 
 def cmd_report(args) -> int:
     from dpkd_bench.report import render
 
-    for path in render(args.dir):
+    target = args.dirs[0]
+    if len(args.dirs) > 1 or args.out:
+        from dpkd_bench.report.merge import merge_runs
+
+        if not args.out:
+            raise UserError(
+                "several run directories are merged into a new one; name it with --out DIR"
+            )
+        target = merge_runs(args.dirs, args.out)
+    for path in render(target):
         print(path)
     return 0
 
@@ -177,10 +215,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="run directory (default: runs/<recipe>-<time>)")
     run.add_argument("--resume", action="store_true", help="continue the run in --out")
     run.add_argument(
+        "--extend",
+        metavar="DIR",
+        help="add --methods and/or --seeds to the finished run in DIR (its recipe, teacher and "
+        "student_init); trains only the new units",
+    )
+    run.add_argument(
         "--launcher",
         choices=LAUNCHERS,
         help="where the units run: here one after another (local, the default), one Ray task "
         "each (ray), one SLURM job each (slurm); settings under launcher.* in the recipe",
+    )
+    run.add_argument(
+        "--quiet",
+        action="store_true",
+        help="print warnings and errors only (no progress lines or bars)",
     )
     run.add_argument(
         "--dry-run",
@@ -199,8 +248,11 @@ def build_parser() -> argparse.ArgumentParser:
             help="register the methods of a .py file or module (repeatable)",
         )
     run.set_defaults(func=cmd_run)
-    report = sub.add_parser("report", help="re-render tables and plots from a run directory")
-    report.add_argument("dir")
+    report = sub.add_parser(
+        "report", help="re-render tables and plots of a run directory, or merge several into one"
+    )
+    report.add_argument("dirs", nargs="+", metavar="DIR")
+    report.add_argument("--out", help="merge the DIRs (same data, teacher, student_init) here")
     report.set_defaults(func=cmd_report)
     ls.set_defaults(func=cmd_ls)
     validate.add_argument("recipe")
@@ -210,10 +262,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
         args = build_parser().parse_args(argv)
+        args.argv = argv
     except SystemExit as done:  # --help, or a usage error already reported on one line
         return done.code if isinstance(done.code, int) else 2
+    set_quiet(getattr(args, "quiet", False))
+    no_bars_off_terminal()
     try:
         return args.func(args)
     except UserError as err:

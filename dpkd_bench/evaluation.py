@@ -21,11 +21,12 @@ from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
 
+from dpkd_bench.console import log
 from dpkd_bench.data.prepare import EvalSet, PreparedData
 from dpkd_bench.fidelity import TeacherRows, write_fidelity
 from dpkd_bench.generate import generate_texts
 from dpkd_bench.metrics import mean_metrics, mean_over_generations, score_examples
-from dpkd_bench.processes import Processes, decode_settings, log
+from dpkd_bench.processes import Processes, decode_settings
 from dpkd_bench.recipe import Recipe
 from dpkd_bench.results import METRICS, RunDir, write_json, write_jsonl
 from dpkd_bench.vllm_backend import VllmDecoder

@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 
 from dpkd_bench import __version__
+from dpkd_bench.console import log
 from dpkd_bench.data.prepare import PreparedData
 from dpkd_bench.errors import DataError, RecipeError, UserError
 from dpkd_bench.methods import plugin_sources
-from dpkd_bench.processes import log
 from dpkd_bench.recipe import Recipe
 from dpkd_bench.results import METRICS, RunDir, unit_key
 
@@ -126,13 +126,16 @@ class Manifest:
     ``main``: whether this is the main process, the only one that writes the file.
     """
 
-    def __init__(self, run_dir: RunDir, main: bool = True):
+    def __init__(self, run_dir: RunDir, main: bool = True, command: str | None = None):
         self.run_dir = run_dir
         self.main = main
+        self.command = command  # the command line that started the run (model cards show it)
         self.stage_times: dict[str, float] = {}
 
-    def to_resume(self, recipe: Recipe, resume: bool) -> dict | None:
-        """With ``resume``, the run's manifest once its recipe is ``recipe``; None otherwise."""
+    def to_resume(self, recipe: Recipe, resume: bool, extend: bool = False) -> dict | None:
+        """With ``resume``, the run's manifest once its recipe is ``recipe`` (with ``extend``,
+        its methods and seeds may be more, as :func:`dpkd_bench.extend.extended_recipe`
+        checked); None otherwise."""
         root = self.run_dir.root
         if not resume:
             return None
@@ -146,7 +149,8 @@ class Manifest:
             log(f"nothing to resume in {root} (no run there yet): starting the run")
             return None
         manifest = self.run_dir.load_manifest()
-        check_same_recipe(manifest, recipe, root)
+        if not extend:
+            check_same_recipe(manifest, recipe, root)
         self.stage_times.update(manifest.get("stage_times") or {})
         self.stage_times.pop("total", None)
         return manifest
@@ -158,6 +162,13 @@ class Manifest:
             return
         check_same_data(resumed, data.hashes, self.run_dir.root)
         resumed["resumed"] = [*resumed.get("resumed", []), now_iso()]
+        if list(recipe.methods) != resumed.get("methods") or list(recipe.seeds) != resumed.get(
+            "seeds"
+        ):  # extended: more methods or seeds
+            resumed["extended"] = [*resumed.get("extended", []), now_iso()]
+            resumed["methods"], resumed["seeds"] = list(recipe.methods), list(recipe.seeds)
+            resumed["recipe"]["methods"] = list(recipe.methods)
+            resumed["recipe"]["seeds"] = list(recipe.seeds)
         resumed["recipe"]["launcher"] = plain_recipe(recipe)["launcher"]
         resumed["launcher"] = recipe.launcher.name
         resumed["finished"] = None
@@ -177,6 +188,7 @@ class Manifest:
             "git_commit": git_commit(),
             "data_hashes": data.hashes,
             "launcher": recipe.launcher.name,  # its settings are in recipe.launcher
+            "command": self.command,
             "started": now_iso(),
             "finished": None,
             "stage_times": self.stage_times,
@@ -186,6 +198,20 @@ class Manifest:
         if plugins:  # methods from outside the package: source file and its hash
             manifest["plugins"] = plugins
         self.run_dir.save_manifest(manifest)
+
+    def record_models(self, teacher: str, student_init_sha256: str) -> None:
+        """The teacher's identity (Hub name, path or content hash) and the hash of
+        ``student_init``'s weights: with the data hashes, what decides whether another run may
+        extend this one or share its leaderboard. A resumed run must match them."""
+        found = {"teacher": teacher, "student_init_sha256": student_init_sha256}
+        with self.run_dir.editing_manifest() as manifest:
+            for key, value in found.items():
+                if manifest.get(key) not in (None, value):
+                    raise DataError(
+                        f"cannot continue {self.run_dir.root}: its {key} is {manifest[key]}, "
+                        f"this run's is {value}; start a new run with another --out"
+                    )
+                manifest[key] = value
 
     def record_stage(self, stage: str, seconds: float) -> None:
         self.stage_times[stage] = round(seconds, 2)

@@ -9,6 +9,7 @@ Three tiers, cheapest first:
 * :func:`check_eval_backend`: ``eval.backend: vllm`` has vllm importable and one process;
 * :func:`check_launcher`: ``--launcher ray|slurm`` has its package, one driver process, and
   (SLURM) ``sbatch`` and run and cache directories off node-local storage;
+* :func:`~dpkd_bench.trackers.check_trackers`: every tracker in ``train.report_to`` installed;
 * :func:`check_pretrained` (reads configs and tokenizers, never weights): for pretrained models,
   the weight format, the configs' vocabulary sizes and positions, and that teacher, student and
   tokenizer share one vocabulary, the same special tokens and chat template, and a pad token.
@@ -34,6 +35,7 @@ from dpkd_bench.data.loaders import (
 )
 from dpkd_bench.errors import RecipeError, UserError, hub_offline, load_error
 from dpkd_bench.results import cache_root, check_method_name, is_safe_name
+from dpkd_bench.trackers import check_trackers
 
 if TYPE_CHECKING:
     from dpkd_bench.recipe import LauncherConfig, ModelConfig, Recipe
@@ -356,4 +358,5 @@ def check_run(recipe: Recipe, out: str | Path) -> None:
     check_output_dir(out)
     check_eval_backend(recipe)
     check_launcher(recipe.launcher, out)
+    check_trackers(recipe.train.report_to)
     check_pretrained(recipe)

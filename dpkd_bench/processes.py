@@ -15,7 +15,6 @@ additions.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,16 +29,9 @@ from dpkd_bench.generate import DecodeSettings, shard_seed, shard_slice
 from dpkd_bench.methods.base import Method, TrainContext
 from dpkd_bench.models import save_model
 from dpkd_bench.recipe import SamplingConfig, TrainConfig
-from dpkd_bench.train import BatchStream, TrainResult, train
+from dpkd_bench.train import BatchStream, TrainLog, TrainResult, train
 
 PRETRAIN_SEED = 7919  # offsets a unit's seed for the order of its pre-training chunks
-
-
-def log(message: str) -> None:
-    """One progress line on stderr (from the main process only, when there are several)."""
-    if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
-        return
-    print(f"[dpkd-bench] {message}", file=sys.stderr, flush=True)
 
 
 def decode_settings(cfg) -> DecodeSettings:
@@ -108,6 +100,7 @@ class Training:
     teacher: Any = None  # the frozen teacher, for methods that use it
     dev_items: Sequence[dict] = ()
     log_path: Path | None = None
+    on_record: Any = None  # called with every record of the training log (trackers)
     checkpoint_dir: Path | None = None  # resume from / write checkpoints here
     pretrain_items: Sequence[dict] = ()  # corpus chunks, for a method with a pre-training term
 
@@ -145,7 +138,7 @@ def fit(procs: Processes, job: Training, tokenizer, sampling: SamplingConfig) ->
         stream,
         ctx,
         procs.accelerator,
-        job.log_path,
+        TrainLog(job.log_path, job.on_record),
         job.desc,
         job.checkpoint_dir,
         pretrain,

@@ -22,6 +22,7 @@ from dpkd_bench.config import build, did_you_mean, require
 from dpkd_bench.errors import RecipeError
 from dpkd_bench.methods import DEFAULT_METHODS
 from dpkd_bench.preflight import check_recipe
+from dpkd_bench.trackers import TRACKERS
 
 BUILTIN_RECIPES = ("synthetic", "synthetic-quick")
 DEFAULT_RECIPE = "synthetic"
@@ -123,6 +124,9 @@ class TrainConfig:
     checkpoint_every: int = 50  # optimiser steps between resumable checkpoints; 0 = none
     mixed_precision: str = "no"  # "no", "bf16" or "fp16" autocast (GPUs)
     gradient_checkpointing: bool = False
+    # Experiment trackers of the units' training (the recipe's `train` section; the teacher's and
+    # student_init's are not tracked): any of tensorboard, wandb, mlflow (dpkd_bench/trackers.py)
+    report_to: list[str] = field(default_factory=list)
 
     def __post_init__(self):
         require(self.steps >= 0, "steps", f"must be >= 0 (got {self.steps})")
@@ -138,6 +142,12 @@ class TrainConfig:
             self.mixed_precision in ("no", "bf16", "fp16"),
             "mixed_precision",
             f"must be one of no, bf16, fp16 (got {self.mixed_precision!r})",
+        )
+        unknown = [name for name in self.report_to if name not in TRACKERS]
+        require(
+            not unknown,
+            "report_to",
+            f"names unknown trackers {unknown}; known: {', '.join(TRACKERS)}",
         )
 
 
@@ -456,17 +466,28 @@ def load_recipe(
     ``plugins`` (``--plugin``) are added to the recipe's own ``plugins:`` list; every plugin and
     installed method is registered before the methods are checked.
     """
-    from dpkd_bench.methods import METHODS, load_plugins, validate_methods
-
     bases = [parse_override(o)[1] for o in overrides if o.strip().startswith("base=")]
     data = raw_recipe(recipe or DEFAULT_RECIPE, str(bases[-1]) if bases else None)
+    folder = Path(recipe).parent if recipe and recipe not in BUILTIN_RECIPES else None
+    return resolve_recipe(data, overrides, plugins, folder)
+
+
+def resolve_recipe(
+    data: dict,
+    overrides: typing.Sequence[str] = (),
+    plugins: typing.Sequence[str] = (),
+    folder: Path | None = None,
+) -> Recipe:
+    """A recipe's mapping (a file's, or a run's from its manifest) as a checked Recipe: its
+    plugins (and ``plugins``, relative to ``folder``) loaded, ``overrides`` applied."""
+    from dpkd_bench.methods import METHODS, load_plugins, validate_methods
+
     listed = data.get("plugins") or []
     if not isinstance(listed, list) or not all(isinstance(p, str) for p in listed):
         raise RecipeError(
             f"recipe key 'plugins' must be a list of .py paths or module names, got {listed!r}"
         )
     data["plugins"] = [*listed, *(p for p in plugins if p not in listed)]
-    folder = Path(recipe).parent if recipe and recipe not in BUILTIN_RECIPES else None
     load_plugins(data["plugins"], folder)
     for item in overrides:
         if not item.strip().startswith("base="):

@@ -13,6 +13,7 @@ so a crash never leaves a half-written JSON file behind. This module imports no 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -63,6 +64,15 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def _dumps(obj: Any, indent: int | None = None) -> str:
     return json.dumps(obj, indent=indent, ensure_ascii=False)
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def write_json(path: str | Path, obj: Any) -> None:

@@ -1,13 +1,9 @@
 """(recipe, method, seed) -> data -> models -> train -> evaluate -> results.
 
-Setup, once per run (:meth:`Runner.setup`): the data (suite, tokenizer), the teacher
-(:mod:`dpkd_bench.teacher`: loaded, or trained by the supervised method and cached by content
-hash), ``student_init`` (a short supervised fine-tuning shared by every method of the run), the
-reference evaluations of both, then what the methods share beyond the data, each made only when
-a method needs it: the pre-training corpus, the teacher samples (once per recipe, cached) and
-the teacher-logit cache. Then one unit per (method, seed): train, evaluate
-(:mod:`dpkd_bench.evaluation`); then the report. Every stage's wall time goes into the manifest
-(:mod:`dpkd_bench.manifest`).
+Setup, once per run (:meth:`Runner.setup`, :mod:`dpkd_bench.shared_stage`): the data, the
+teacher, ``student_init``, their reference evaluations and what the methods share beyond the
+data. Then one unit per (method, seed): train, evaluate (:mod:`dpkd_bench.evaluation`); then
+the report. Every stage's wall time goes into the manifest (:mod:`dpkd_bench.manifest`).
 
 Resume (``resume=True``, the CLI's ``--resume``): the run directory's manifest must hold the same
 recipe and data; units whose state is "done" and that have metrics.json are skipped, the others
@@ -29,62 +25,47 @@ package) are used by runs of any process count.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import socket
 import sys
 import time
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from dpkd_bench.checkpoint import (
     CHECKPOINT,
     checkpoint_step,
-    readable_dir,
     remove_dir,
     remove_unfinished,
     trim_log,
 )
-from dpkd_bench.data.prepare import PreparedData, prepare_data
-from dpkd_bench.data.pretrain import pretrain_chunks
+from dpkd_bench.console import log
 from dpkd_bench.errors import UserError
 from dpkd_bench.evaluation import Evaluator
 from dpkd_bench.lock import run_lock
-from dpkd_bench.manifest import Manifest, check_same_data
-from dpkd_bench.methods import get_method, supervised_method
+from dpkd_bench.manifest import Manifest, plain_recipe
+from dpkd_bench.methods import get_method
 from dpkd_bench.methods.base import Method
-from dpkd_bench.models import build_model, load_pretrained, preflight_models
 from dpkd_bench.preflight import check_eval_backend, check_launcher
-from dpkd_bench.processes import Processes, Training, fit, log
+from dpkd_bench.processes import Processes, Training, fit
 from dpkd_bench.recipe import Recipe, dump_yaml
 from dpkd_bench.results import (
-    METRICS,
     TRAIN_LOG,
     RunDir,
     atomic_write_text,
     check_method_name,
     unit_key,
 )
-from dpkd_bench.teacher import TeacherSource, cache_root, unit_items
+from dpkd_bench.shared_stage import RunInputs, SharedStage
+from dpkd_bench.teacher import cache_root, unit_items
 from dpkd_bench.train import check_shardable
 from dpkd_bench.variants import parse_variant
 
 
-@dataclass
-class RunInputs:
-    """What setup gives every unit of the run."""
-
-    data: PreparedData
-    teacher: Any  # frozen
-    student_init: Any  # every unit trains a copy
-    samples: list[tuple[int, ...]] | None  # teacher samples, when a method uses them
-    pretrain_items: list[dict]  # corpus chunks, when a method has a pre-training term
-
-
-class Runner:
+class Runner(SharedStage):
     """Runs one recipe into one run directory."""
 
     def __init__(
@@ -94,6 +75,8 @@ class Runner:
         cache_dir: Path | None = None,
         resume: bool = False,
         worker: bool = False,
+        command: str | None = None,
+        extend: bool = False,
     ):
         self.procs = Processes()
         for cfg in (recipe.train, recipe.student.init_train):
@@ -103,13 +86,15 @@ class Runner:
             check_launcher(recipe.launcher, out, cache_dir, self.procs.count)
         self.recipe = recipe
         self.run_dir = RunDir(self.procs.from_main(Path(out)))  # a default --out names a time
-        self.resume = resume
+        self.resume = resume or extend
+        self.extend = extend  # more methods or seeds than the resumed run (`run --extend`)
         self.cache = cache_dir or cache_root()
         # a launcher's worker writes its unit's entry in the manifest, no stage times
-        self.manifest = Manifest(self.run_dir, self.procs.main and not worker)
+        self.manifest = Manifest(self.run_dir, self.procs.main and not worker, command)
         self.evaluator = Evaluator(recipe, self.procs, self.run_dir)
         self.methods = {name: self._method(name) for name in recipe.methods}
         self.unit_fields = {"launcher": recipe.launcher.name}  # recorded with every unit
+        self.teacher_dir = recipe.teacher.model.name_or_path  # or where setup finds it
 
     def _method(self, spec: str) -> Method:
         """Unknown names and bad values fail here, before anything trains."""
@@ -117,25 +102,22 @@ class Runner:
         base, _ = parse_variant(spec)
         return get_method(spec, **self.recipe.method_args.get(base, {}))
 
-    def run(self) -> int:
+    def run(self, launch=None) -> int:
         """Train and evaluate every unit, then render the report; one writer per run
-        directory (``dpkd_bench.lock``)."""
+        directory (``dpkd_bench.lock``). ``launch(runner) -> failed unit keys`` makes the shared
+        stage and runs the units on a launcher (:func:`dpkd_bench.launchers.launch_units`, for
+        ``launcher.name`` ray or slurm); without it they run here, one after another."""
+        if launch is None and self.recipe.launcher.name != "local":
+            raise UserError(
+                f"launcher {self.recipe.launcher.name} needs Runner.run(launch_units) (from "
+                "dpkd_bench.launchers); `dpkd-bench run --launcher` passes it"
+            )
         with run_lock(self.run_dir.root, enabled=self.procs.main):
-            return self._run()
+            return self._run(launch)
 
-    def _run(self) -> int:
+    def _run(self, launch) -> int:
         start = time.time()
-        if self.recipe.launcher.name == "local":
-            failed = self.run_units(self.setup())
-        else:  # one job per unit on the launcher's workers, connected to before setup
-            from dpkd_bench.launchers import launch, make_launcher
-
-            launcher = make_launcher(self)
-            try:
-                self.setup()
-                failed = launch(self, launcher)
-            finally:
-                launcher.close()
+        failed = self.run_units(self.setup()) if launch is None else launch(self)
         report_error = self._finish(time.time() - start) if self.procs.main else None
         self.procs.wait()
         if failed or report_error:
@@ -145,123 +127,6 @@ class Runner:
                 print(summary, file=sys.stderr, flush=True)
             return 1
         return 0
-
-    # ---- setup -------------------------------------------------------------------------
-    def setup(self) -> RunInputs:
-        """Data, teacher, student_init and their evaluations, and the methods' shared inputs."""
-        timed = self.manifest.timed
-        self.procs.wait()  # every process checked --out before any writes
-        resumed = self.manifest.to_resume(self.recipe, self.resume)
-        with self.procs.main_first():  # the main process fills the data cache
-            data = timed("data", prepare_data, self.recipe, self.cache)
-        if resumed is not None:  # on every process: none may go on alone
-            check_same_data(resumed, data.hashes, self.run_dir.root)
-        self.procs.on_main(self.manifest.open, self.recipe, data, resumed)
-        source = TeacherSource(self.recipe, data, self.procs, self.cache)
-        teacher = timed("teacher", source.load)
-        self.evaluator.teacher = teacher
-        student_init = self.saved_student_init()
-        if student_init is None:
-            student_init = timed("student_init", self.train_student_init, data)
-        preflight_models(teacher, student_init, data.tokenizer, self.recipe.data.max_length)
-        references = (
-            ("teacher", teacher, source.model_dir),
-            ("student_init", student_init, str(self.run_dir.root / "student_init")),
-        )
-        for name, model, model_dir in references:
-            if not self.reference_done(name):
-                timed(f"eval:{name}", self.evaluate_reference, name, model, data, model_dir)
-        pretrain_items, samples = self.method_inputs(data, source, teacher)
-        return RunInputs(data, teacher, student_init, samples, pretrain_items)
-
-    def method_inputs(self, data: PreparedData, source: TeacherSource, teacher):
-        """What the methods share beyond the data, each made only when a method needs it: the
-        pre-training corpus and the teacher's samples (returned), the teacher-logit cache
-        (attached to the methods that read it)."""
-        timed, methods = self.manifest.timed, self.methods.values()
-        pretrain_items = []
-        if any(m.config.pt_weight > 0 for m in methods):
-            pretrain_items = timed("pretrain_corpus", self.pretrain_corpus, data)
-        samples = None
-        if any(m.uses_teacher_samples for m in methods):
-            samples = timed("teacher_samples", source.samples, teacher)
-        if any(m.uses_teacher_cache for m in methods):
-            timed("teacher_cache", source.attach_caches, methods, teacher, samples)
-        return pretrain_items, samples
-
-    def saved_student_init(self):
-        """With ``resume``, the run's own ``student_init`` when it was saved; else None."""
-        saved = self.procs.from_main(
-            readable_dir(self.run_dir.root / "student_init", "model.safetensors")
-        )
-        if not self.resume or saved is None:
-            return None
-        log(f"student_init: reusing {saved}")
-        return load_pretrained(saved, self.recipe.student.model)
-
-    def train_student_init(self, data: PreparedData):
-        """The student every unit starts from, by the supervised method; saved in the run."""
-        cfg, seed = self.recipe.student, self.recipe.data.seed + 1
-        self.procs.on_main(remove_unfinished, self.run_dir.root)
-        model = build_model(cfg.model, data.tokenizer, seed=seed)
-        if cfg.init_train.steps:
-            method, items = supervised_method(), data.train_items
-            job = Training(method, model, cfg.init_train, items, seed, desc="student_init sft")
-            fit(self.procs, job, data.tokenizer, self.recipe.sampling)
-        self.procs.publish_model(model, data.tokenizer, self.run_dir.root / "student_init")
-        return model
-
-    def pretrain_corpus(self, data: PreparedData) -> list[dict]:
-        """Chunks of the pre-training corpus (``data.pretrain_source``) as training items."""
-        cfg = self.recipe.data
-        chunks = pretrain_chunks(
-            cfg.pretrain_source,
-            data.tokenizer,
-            max_length=cfg.max_length,
-            max_chunks=cfg.pretrain_chunks,
-            text_field=cfg.pretrain_text_field,
-            seed=cfg.seed,
-        )
-        log(f"pre-training corpus: {len(chunks)} chunks of {cfg.max_length} tokens")
-        return [{"chunks": chunk} for chunk in chunks]
-
-    def reference_done(self, name: str) -> bool:
-        """With ``resume``, whether the reference row ``name`` has its metrics.json."""
-        metrics = self.run_dir.unit_dir(name, self.recipe.seeds[0]) / METRICS
-        if self.resume and self.procs.from_main(metrics.is_file()):
-            log(f"{name}: evaluated already")
-            return True
-        return False
-
-    def evaluate_reference(self, name: str, model, data: PreparedData, model_dir: str) -> None:
-        """Evaluate the reference row ``name`` (teacher or student_init), saved at
-        ``model_dir`` (or named so on the Hub)."""
-        seed = self.recipe.seeds[0]
-        self.evaluator.evaluate(model, data, name, seed, model_dir)
-        self.procs.on_main(self.manifest.record_unit, name, seed, {"state": "done", "error": None})
-
-    def unit_inputs(self) -> RunInputs:
-        """On a launcher's worker: what setup made, loaded from the run directory and the cache;
-        nothing is trained, sampled or evaluated here that setup did not already save."""
-        root = self.run_dir.root
-        data = prepare_data(self.recipe, self.cache)
-        check_same_data(self.run_dir.load_manifest(), data.hashes, root)
-        source = TeacherSource(self.recipe, data, self.procs, self.cache)
-        if not (self.recipe.teacher.model.name_or_path or source.dir.is_dir()):
-            raise UserError(
-                f"the teacher is not in the cache {self.cache} on this worker; put the cache on "
-                "storage every worker sees (DPKD_BENCH_CACHE) and rerun with --resume"
-            )
-        teacher = source.load()
-        self.evaluator.teacher = teacher
-        student_init = self.saved_student_init()
-        if student_init is None:
-            raise UserError(
-                f"{root / 'student_init'} is not readable on this worker; the run directory "
-                "must be on storage every worker sees"
-            )
-        pretrain_items, samples = self.method_inputs(data, source, teacher)
-        return RunInputs(data, teacher, student_init, samples, pretrain_items)
 
     # ---- units -------------------------------------------------------------------------
     def run_units(self, inputs: RunInputs) -> list[str]:
@@ -290,10 +155,16 @@ class Runner:
         self.procs.on_main(record, name, seed, {**running, "host": socket.gethostname()})
         unit_dir, start = self.run_dir.unit_dir(name, seed), time.time()
         try:
-            model, train_info = self.train_unit(name, method, seed, inputs)
-            self.evaluator.evaluate(
-                model, inputs.data, name, seed, unit_dir / "student", train_info
-            )
+            with self.tracking(name, seed, method) as trackers:
+                model, train_info = self.train_unit(name, method, seed, inputs, trackers)
+                metrics = self.evaluator.evaluate(
+                    model, inputs.data, name, seed, unit_dir / "student", train_info
+                )
+                settings = method.describe()["defaults"]
+                card = (name, seed, settings, unit_dir / "student", metrics["eval"])
+                self.procs.on_main(self.write_card, *card)
+                if trackers is not None:
+                    trackers.scores(metrics["eval"], train_info["steps"])
         except Exception as err:  # one failing unit must not lose the others
             failure = {
                 "state": "failed",
@@ -314,8 +185,28 @@ class Runner:
         log(f"{name} seed {seed}: {wall:.1f}s")
         return True
 
-    def train_unit(self, name: str, method: Method, seed: int, inputs: RunInputs):
-        """Train one unit (from its checkpoint when resuming), save its student; (model, info)."""
+    @contextlib.contextmanager
+    def tracking(self, name: str, seed: int, method: Method):
+        """The unit's tracker runs (``train.report_to``; main process), finished on leaving;
+        None without trackers."""
+        names = self.recipe.train.report_to
+        if not names or not self.procs.main:
+            yield None
+            return
+        from dpkd_bench.trackers import UnitTrackers
+
+        config = {**plain_recipe(self.recipe), "unit": {"method": name, "seed": seed}}
+        config["unit"]["settings"] = method.describe()["defaults"]
+        key = unit_key(name, seed)
+        trackers = UnitTrackers(names, self.run_dir.root, key, self.recipe.name, config)
+        try:
+            yield trackers
+        finally:
+            trackers.finish()
+
+    def train_unit(self, name: str, method: Method, seed: int, inputs: RunInputs, trackers=None):
+        """Train one unit (from its checkpoint when resuming), save its student; (model, info).
+        ``trackers`` get every record of its training log."""
         data, unit_dir = inputs.data, self.run_dir.unit_dir(name, seed)
         label, config = f"{name} seed {seed}", dump_yaml(method.describe())
         resumed_from = self.procs.from_main(
@@ -334,6 +225,7 @@ class Runner:
             teacher=inputs.teacher if method.uses_teacher else None,
             dev_items=data.dev_items,
             log_path=unit_dir / TRAIN_LOG,
+            on_record=trackers.log if trackers is not None else None,
             checkpoint_dir=unit_dir / CHECKPOINT,
             pretrain_items=inputs.pretrain_items,
         )

@@ -25,12 +25,13 @@ from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 
+from dpkd_bench.console import log
 from dpkd_bench.data.prepare import PreparedData
 from dpkd_bench.generate import generate_ids
 from dpkd_bench.methods import supervised_method
 from dpkd_bench.methods.base import TEACHER_SAMPLES, Method
 from dpkd_bench.models import build_model, freeze, load_pretrained
-from dpkd_bench.processes import Processes, Training, decode_settings, fit, log
+from dpkd_bench.processes import Processes, Training, decode_settings, fit
 from dpkd_bench.recipe import Recipe, SamplingConfig
 from dpkd_bench.results import atomic_write_bytes, cache_root, write_jsonl
 from dpkd_bench.teacher_cache import build_cache, items_hash
@@ -46,9 +47,9 @@ def content_key(*parts) -> str:
 
 def teacher_key(recipe: Recipe, data: PreparedData) -> str:
     """The content hash a teacher trained here is cached (and shipped) under."""
-    return content_key(
-        TEACHER_FORMAT, data.hashes["train"], data.hashes["tokenizer"], asdict(recipe.teacher)
-    )
+    config = asdict(recipe.teacher)
+    config["train"].pop("report_to")  # where the curves go does not change the weights
+    return content_key(TEACHER_FORMAT, data.hashes["train"], data.hashes["tokenizer"], config)
 
 
 def shipped_teacher(key: str) -> Path | None:

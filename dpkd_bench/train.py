@@ -46,6 +46,7 @@ from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
+from dpkd_bench import console
 from dpkd_bench.checkpoint import Trainables, load_checkpoint, rank_state, save_checkpoint
 from dpkd_bench.data.collate import collate_pairs
 from dpkd_bench.errors import DataError, RecipeError, Terminated
@@ -387,6 +388,29 @@ def with_pretrain(prepared: dict, pretrain: BatchStream | None, ctx: TrainContex
     return {**prepared, "pretrain": pairs, "counts": counts}
 
 
+@dataclass
+class TrainLog:
+    """Where the loop's records go (main process): the training log file, ``on_record`` (the
+    unit's trackers), and, when stderr shows no bars, one progress line per record."""
+
+    path: Path | None = None
+    on_record: Callable[[dict], None] | None = None
+
+    def write(self, record: dict, desc: str, total: int) -> None:
+        if self.path is not None:
+            append_jsonl(self.path, record)
+        if self.on_record is not None:
+            self.on_record(record)
+        if console.lines():
+            step, elapsed = record["step"], record["elapsed_s"]
+            rate = step / elapsed if elapsed > 0 else 0.0
+            left = (total - step) / rate if rate > 0 else 0.0
+            console.log(
+                f"{desc}: step {step}/{total}, loss {record['loss']:.4f}, {rate:.2f} it/s, "
+                f"{console.clock(left)} left"
+            )
+
+
 def train(
     method: Method,
     student,
@@ -394,7 +418,7 @@ def train(
     stream: BatchStream,
     ctx: TrainContext,
     accelerator: Accelerator,
-    log_path: Path | None = None,
+    log: TrainLog | Path | None = None,
     desc: str = "train",
     checkpoint_dir: Path | None = None,
     pretrain: BatchStream | None = None,
@@ -405,7 +429,8 @@ def train(
     optimiser, schedule, RNG states, data position, method state, counters) and writes one every
     ``cfg.checkpoint_every`` steps and after the last step; the caller deletes it when the unit
     is done. With several processes, ``stream.batch_size`` is the global micro-batch (a multiple
-    of the process count), the main process alone writes ``log_path`` and the checkpoint, and
+    of the process count), the main process alone writes the log (:class:`TrainLog`; a path is
+    the training log file) and the checkpoint, and
     the checkpoint keeps every process's own RNG and method state.
 
     Non-finite losses are caught without a host sync per step: a device-side guard keeps the
@@ -440,7 +465,7 @@ def train(
             (stream, pretrain),
             ctx,
             accelerator,
-            log_path,
+            log if isinstance(log, TrainLog) else TrainLog(log),
             desc,
             checkpoint_dir,
             (teacher_forwards, stop),
@@ -449,7 +474,7 @@ def train(
     return result
 
 
-def _loop(method, student, cfg, streams, ctx, accelerator, log_path, desc, checkpoint_dir, flags):
+def _loop(method, student, cfg, streams, ctx, accelerator, train_log, desc, checkpoint_dir, flags):
     """The loop of :func:`train`, once the student is set up for it. ``flags``: the count of
     the teacher's sequences (:func:`counted_forwards`) and the SIGTERM request
     (:func:`sigterm_requested`): the loop checkpoints after the step it arrives in, then raises
@@ -469,7 +494,6 @@ def _loop(method, student, cfg, streams, ctx, accelerator, log_path, desc, check
         accelerator.num_processes,
         accelerator.is_main_process,
     )
-    log_path = log_path if main else None
     no_sync = run.no_sync if processes > 1 else None
     keys, weights, guard, throughput = (
         count_keys(method),
@@ -493,7 +517,7 @@ def _loop(method, student, cfg, streams, ctx, accelerator, log_path, desc, check
         desc=desc,
         leave=False,
         dynamic_ncols=True,
-        disable=not main,
+        disable=not main or not console.bars(),
     )
     for step in bar:
         with torch.no_grad():
@@ -518,8 +542,8 @@ def _loop(method, student, cfg, streams, ctx, accelerator, log_path, desc, check
             lr = scheduler.get_last_lr()[0]
             record = _log_record(step, lr, logged, weights, throughput, progress.elapsed_s)
             bar.set_postfix(loss=f"{record['loss']:.4f}")
-            if log_path is not None:
-                append_jsonl(log_path, record)
+            if main:
+                train_log.write(record, desc, cfg.steps)
         if checkpoint_dir is not None and (
             _due(step, cfg.checkpoint_every, cfg.steps) or terminate[0]
         ):

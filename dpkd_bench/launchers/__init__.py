@@ -3,11 +3,12 @@
 ``local`` (the default) runs them in the driver's process, one after another
 (:meth:`dpkd_bench.runner.Runner.run_units`). ``ray`` (:mod:`.ray_launcher`) and ``slurm``
 (:mod:`.slurm_launcher`) send every unit that is not done yet as a job of its own
-(:class:`~dpkd_bench.launchers.job.UnitJob`) to a cluster and watch them here (:func:`launch`):
+(:class:`~dpkd_bench.launchers.job.UnitJob`) to a cluster and watch them here
+(:func:`launch_units`, given to ``Runner.run``):
 one line per unit as it starts, finishes or fails, and the overall count with the time left. A
 unit that fails or whose worker is lost is sent again, up to ``launcher.max_retries`` times, and
 continues from its checkpoint; after that it is a failed unit like any other. Each launcher
-gives :func:`launch` three calls: ``submit(job) -> handle``, ``poll(handle)`` (None while the
+gives :func:`drive` three calls: ``submit(job) -> handle``, ``poll(handle)`` (None while the
 job runs, its outcome when it ended, :class:`UnitLost` when its worker or job died) and
 ``close()``.
 """
@@ -18,10 +19,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dpkd_bench.console import clock, log
 from dpkd_bench.launchers.job import WORKER_LOG, UnitJob, UnitLost
 from dpkd_bench.lock import LOCK, holder
 from dpkd_bench.methods import plugin_files
-from dpkd_bench.processes import log
 
 if TYPE_CHECKING:
     from dpkd_bench.runner import Runner
@@ -73,18 +74,13 @@ class Progress:
         self.total, self.done, self.failed = total, done, 0
         self.start, self.finished_here = time.time(), 0
 
-    @staticmethod
-    def _clock(seconds: float) -> str:
-        minutes, secs = divmod(int(round(seconds)), 60)
-        return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m{secs:02d}s"
-
     def count(self) -> str:
         elapsed = time.time() - self.start
         ended = self.done + self.failed
-        text = f"{ended}/{self.total} units ended ({self.failed} failed), {self._clock(elapsed)}"
+        text = f"{ended}/{self.total} units ended ({self.failed} failed), {clock(elapsed)}"
         left = self.total - ended
         if self.finished_here and left:
-            text += f", about {self._clock(elapsed / self.finished_here * left)} left"
+            text += f", about {clock(elapsed / self.finished_here * left)} left"
         return text
 
     def started(self, job: UnitJob) -> None:
@@ -151,7 +147,18 @@ class Driver:
                 manifest.record_unit(job.method, job.seed, fields)
 
 
-def launch(runner: Runner, launcher) -> list[str]:
+def launch_units(runner: Runner) -> list[str]:
+    """Connect to the recipe's launcher, make the run's shared stage here, then run every unit
+    not done yet as a job there; the failed units' keys. ``Runner.run(launch_units)``."""
+    launcher = make_launcher(runner)  # before setup: a cluster that cannot be used fails fast
+    try:
+        runner.setup()
+        return drive(runner, launcher)
+    finally:
+        launcher.close()
+
+
+def drive(runner: Runner, launcher) -> list[str]:
     """Run every unit not done yet as a job on ``launcher`` (:func:`make_launcher`); the failed
     units' keys."""
     jobs, total = unit_jobs(runner)

@@ -80,6 +80,7 @@ def run_job(job: UnitJob) -> dict:
     job.unit_dir.mkdir(parents=True, exist_ok=True)
     previous_threads = torch.get_num_threads()
     log_file = open(job.unit_dir / WORKER_LOG, "a", encoding="utf-8")  # noqa: SIM115
+    os.environ["TQDM_DISABLE"] = "1"  # a log file: progress as lines (dpkd_bench.console)
     with log_file, contextlib.redirect_stderr(log_file):
         try:
             if job.threads:

@@ -16,10 +16,10 @@ import os
 import secrets
 from pathlib import Path
 
+from dpkd_bench.console import log
 from dpkd_bench.errors import UserError
 from dpkd_bench.launchers.job import UnitJob, UnitLost
 from dpkd_bench.preflight import check_launcher
-from dpkd_bench.processes import log
 from dpkd_bench.recipe import LauncherConfig
 
 PROBE = ".shared-probe"
