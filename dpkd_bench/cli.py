@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from dpkd_bench.console import no_bars_off_terminal, set_quiet
+from dpkd_bench.console import set_quiet
 from dpkd_bench.errors import Terminated, UserError
 from dpkd_bench.recipe import BUILTIN_RECIPES, DEFAULT_RECIPE, LAUNCHERS
 
@@ -269,7 +269,6 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as done:  # --help, or a usage error already reported on one line
         return done.code if isinstance(done.code, int) else 2
     set_quiet(getattr(args, "quiet", False))
-    no_bars_off_terminal()
     try:
         return args.func(args)
     except UserError as err:

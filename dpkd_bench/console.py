@@ -2,9 +2,10 @@
 
 Progress lines (``[dpkd-bench] ...``, :func:`log`) go to stderr from the main process. On a
 terminal, long work shows tqdm bars; when stderr is a file or a pipe (a cluster job's log, CI),
-the bars are off and the training loop prints one line per logged step instead (step, loss,
-it/s, time left): a file then holds what a reader wants, not carriage returns. ``--quiet``
-(:func:`set_quiet`) leaves only warnings and errors.
+the bars are off (:func:`bars`, asked by every bar of the package; :func:`library_bars` for
+those of transformers, huggingface_hub and datasets) and the training loop prints one line per
+logged step instead (step, loss, it/s, time left): a file then holds what a reader wants, not
+carriage returns. ``--quiet`` (:func:`set_quiet`) leaves only warnings and errors.
 """
 
 from __future__ import annotations
@@ -13,35 +14,37 @@ import os
 import sys
 
 _quiet = False
-_set_tqdm = False  # whether TQDM_DISABLE is this module's doing
 
 
 def set_quiet(quiet: bool) -> None:
     """Silence progress lines and bars (``--quiet``); warnings and errors still print."""
-    global _quiet, _set_tqdm
+    global _quiet
     _quiet = quiet
-    if quiet and not os.environ.get("TQDM_DISABLE"):
-        os.environ["TQDM_DISABLE"], _set_tqdm = "1", True
-    elif not quiet and _set_tqdm:
-        del os.environ["TQDM_DISABLE"]
-        _set_tqdm = False
-
-
-def no_bars_off_terminal() -> None:
-    """Turn tqdm's bars off (``TQDM_DISABLE``) when stderr is no terminal: a file would hold
-    their carriage returns."""
-    if not sys.stderr.isatty():
-        os.environ.setdefault("TQDM_DISABLE", "1")
 
 
 def bars() -> bool:
-    """Whether progress shows as tqdm bars: stderr is a terminal and the run is not quiet."""
+    """Whether progress shows as tqdm bars: stderr is a terminal, the run is not quiet and
+    ``TQDM_DISABLE`` is not set."""
     return not _quiet and sys.stderr.isatty() and not os.environ.get("TQDM_DISABLE")
 
 
 def lines() -> bool:
     """Whether the training loop prints a progress line per logged step (no bars, not quiet)."""
     return not _quiet and not bars()
+
+
+def library_bars() -> None:
+    """Turn the progress bars of transformers, huggingface_hub and datasets (downloads, model
+    shards) off when this run shows none."""
+    if bars():
+        return
+    import datasets
+    import huggingface_hub.utils
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    huggingface_hub.utils.disable_progress_bars()
+    datasets.disable_progress_bars()
 
 
 def log(message: str) -> None:

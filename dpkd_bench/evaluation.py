@@ -91,6 +91,14 @@ class Evaluator:
         metrics = {"method": name, "seed": seed, "eval": scores}
         if train_info is not None:
             metrics["train"] = train_info
+        lm_eval_cfg = self.recipe.eval.lm_eval
+        if lm_eval_cfg is not None and self.procs.main:
+            from dpkd_bench.lm_eval_scores import lm_eval_scores
+
+            metrics["lm_eval"], seconds = lm_eval_scores(
+                model, data.tokenizer, lm_eval_cfg, self.run_dir.root, self.procs.device, name
+            )
+            metrics["lm_eval_wall_s"] = round(seconds, 2)
         if self.procs.main:
             self._write(model, data, unit_dir, name, metrics)
         self.procs.wait()

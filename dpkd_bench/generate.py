@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from dpkd_bench import console
 from dpkd_bench.data.collate import collate_prompts
 
 
@@ -169,7 +170,8 @@ def generate_ids(
     was_training = model.training
     model.eval()
     starts = range(0, len(order), batch_size)
-    for start in tqdm(starts, desc=progress, disable=progress is None, leave=False):
+    shown = progress is not None and console.bars()
+    for start in tqdm(starts, desc=progress, disable=not shown, leave=False):
         chunk = order[start : start + batch_size]
         batch = collate_prompts([prompts[i] for i in chunk], pad_id)
         responses = decode(

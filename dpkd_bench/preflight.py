@@ -38,7 +38,7 @@ from dpkd_bench.results import cache_root, check_method_name, is_safe_name
 from dpkd_bench.trackers import check_trackers
 
 if TYPE_CHECKING:
-    from dpkd_bench.recipe import LauncherConfig, ModelConfig, Recipe
+    from dpkd_bench.recipe import LauncherConfig, LmEvalConfig, ModelConfig, Recipe
 
 PICKLE_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
@@ -353,10 +353,20 @@ def check_launcher(
         check_shared(cache or cache_root(), "the cache directory (DPKD_BENCH_CACHE)")
 
 
+def check_lm_eval(cfg: LmEvalConfig | None) -> None:
+    """A UserError when ``eval.lm_eval`` is set but lm-eval is not installed."""
+    if cfg is not None and importlib.util.find_spec("lm_eval") is None:
+        raise UserError(
+            "eval.lm_eval is set, but lm-eval is not installed; install it with "
+            '`pip install -e ".[lm-eval]"` (or `pip install lm-eval`), or unset eval.lm_eval'
+        )
+
+
 def check_run(recipe: Recipe, out: str | Path) -> None:
     """Everything ``run`` checks before the Runner starts (the recipe was checked on load)."""
     check_output_dir(out)
     check_eval_backend(recipe)
     check_launcher(recipe.launcher, out)
     check_trackers(recipe.train.report_to)
+    check_lm_eval(recipe.eval.lm_eval)
     check_pretrained(recipe)

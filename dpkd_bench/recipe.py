@@ -190,6 +190,23 @@ class DecodingConfig:
 
 
 @dataclass
+class LmEvalConfig:
+    """lm-evaluation-harness tasks scored on the teacher, student_init and every student."""
+
+    tasks: list[str] = field(default_factory=lambda: ["dpkd_synthetic_mc"])
+    num_fewshot: int | None = None  # None: each task's own default
+    limit: float | None = None  # items per task: a count (>= 1) or a share (< 1); None: all
+    include_path: str | None = None  # a folder of your own task YAMLs (beside the shipped ones)
+    batch_size: int = 16
+
+    def __post_init__(self):
+        require(len(self.tasks) >= 1, "tasks", "must name at least one task")
+        require(self.num_fewshot is None or self.num_fewshot >= 0, "num_fewshot", "must be >= 0")
+        require(self.limit is None or self.limit > 0, "limit", "must be > 0")
+        require(self.batch_size >= 1, "batch_size", "must be >= 1")
+
+
+@dataclass
 class EvalConfig(DecodingConfig):
     """Decoding protocol of the evaluation (MiniLLM/DPKD: sampling, seeds 10..50)."""
 
@@ -200,6 +217,8 @@ class EvalConfig(DecodingConfig):
     # model (GPU machines, `pip install vllm`; one process only), see dpkd_bench/vllm_backend.py
     backend: str = "hf"
     vllm_gpu_memory_utilization: float = 0.5  # share of GPU memory vLLM may take (backend vllm)
+    # lm-evaluation-harness scores (`pip install -e ".[lm-eval]"`; dpkd_bench/lm_eval_scores.py)
+    lm_eval: LmEvalConfig | None = None
 
     def __post_init__(self):
         super().__post_init__()

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import torch
 
+from dpkd_bench import console
 from dpkd_bench.checkpoint import (
     CHECKPOINT,
     checkpoint_step,
@@ -79,6 +80,7 @@ class Runner(SharedStage):
         extend: bool = False,
     ):
         self.procs = Processes()
+        console.library_bars()
         for cfg in (recipe.train, recipe.student.init_train):
             check_shardable(cfg.batch_size, self.procs.count)
         check_eval_backend(recipe, self.procs.count)

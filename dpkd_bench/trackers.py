@@ -78,6 +78,9 @@ def _start(name: str, root: Path, key: str, experiment: str):
         import mlflow
 
         if not os.environ.get("MLFLOW_TRACKING_URI"):
+            # MLflow 3 keeps its file store in maintenance mode behind this opt-in; it needs no
+            # server or database, which is what a run directory wants
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
             mlflow.set_tracking_uri((root / "mlruns").resolve().as_uri())
         tracker = tracking.MLflowTracker(experiment_name=experiment, run_name=key)
     else:

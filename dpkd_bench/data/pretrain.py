@@ -22,6 +22,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from dpkd_bench import console
 from dpkd_bench.data import synthetic_prose
 from dpkd_bench.data.loaders import looks_like_hub_name, parse_jsonl_line
 from dpkd_bench.errors import DataError, UserError, hub_error
@@ -196,7 +197,7 @@ def pretrain_chunks(
         desc=f"reading {source}",
         unit="chunk",
         leave=False,
-        disable=not _is_hub_source(source),
+        disable=not _is_hub_source(source) or not console.bars(),
     ) as bar:
         for document in documents:
             tokens += tokenizer.encode(document, add_special_tokens=False) + [eos]

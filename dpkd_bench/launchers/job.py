@@ -6,8 +6,9 @@ threads, processes and attempt) that Ray and submitit pickle to a worker. There
 driver's setup made (:meth:`Runner.unit_inputs`), trains and evaluates the unit exactly as the
 local launcher does (:meth:`Runner.run_unit`, from its checkpoint when one is there), writes
 the unit's entry in the manifest and returns an outcome. The worker's log goes to the unit's
-``worker.log``. A unit of several processes (``launcher.gpus_per_unit`` > 1) runs under
-``torchrun`` inside its job: ``python -m dpkd_bench.launchers.job JOB.pkl``.
+``worker.log`` (a file: progress as lines, no bars). A unit of several processes
+(``launcher.gpus_per_unit`` > 1) runs under ``torchrun`` inside its job:
+``python -m dpkd_bench.launchers.job JOB.pkl``.
 """
 
 from __future__ import annotations
@@ -80,7 +81,6 @@ def run_job(job: UnitJob) -> dict:
     job.unit_dir.mkdir(parents=True, exist_ok=True)
     previous_threads = torch.get_num_threads()
     log_file = open(job.unit_dir / WORKER_LOG, "a", encoding="utf-8")  # noqa: SIM115
-    os.environ["TQDM_DISABLE"] = "1"  # a log file: progress as lines (dpkd_bench.console)
     with log_file, contextlib.redirect_stderr(log_file):
         try:
             if job.threads:

@@ -19,7 +19,9 @@ The modules, in the order data flows through them:
 * ``view``: the run directory's manifest and finished units (``RunView``);
 * ``scores``: per-seed and per-example scores, the leaderboard, statistics, gap recovered;
 * ``tables``: one table model (``Cell``, ``Row``) and the legends, shared by every format;
-* ``samples``, ``teacher_fidelity``, ``published``, ``cost``: the other sections' data;
+* ``samples``, ``teacher_fidelity``, ``lm_eval``, ``published``, ``cost``: the other sections'
+  data;
+* ``merge``: several runs of the same data, teacher and student_init as one run directory;
 * ``plots``: the PNG plots; ``markdown``, ``latex``, ``html``: the three text formats
   (``html`` fills ``templates/page.html`` and ``templates/style.css``).
 """
@@ -33,6 +35,7 @@ import pandas as pd
 from dpkd_bench.report.cost import cost_plots, training_costs
 from dpkd_bench.report.html import render_html
 from dpkd_bench.report.latex import latex_text, render_latex
+from dpkd_bench.report.lm_eval import with_lm_eval
 from dpkd_bench.report.markdown import render_markdown
 from dpkd_bench.report.plots import Plot, ablation_plots, score_plots, training_plots, write_plots
 from dpkd_bench.report.published import BASELINES_DIR, published_comparison
@@ -109,7 +112,7 @@ def render(run_dir: str | Path, n_resamples: int = N_RESAMPLES) -> list[Path]:
     board = with_gap_recovered(board, examples, n_resamples)
     plots = all_plots(view, board)
     texts = {
-        "leaderboard.csv": board.to_csv(index=False, lineterminator="\n"),
+        "leaderboard.csv": with_lm_eval(board, view).to_csv(index=False, lineterminator="\n"),
         "leaderboard.md": render_markdown(view, board),
         "leaderboard.tex": render_latex(view, board),
         "families.csv": family_scores(view).to_csv(index=False, lineterminator="\n"),

@@ -14,6 +14,7 @@ from string import Template
 
 import pandas as pd
 
+from dpkd_bench.report.lm_eval import LM_EVAL_LEGEND, lm_eval_rows
 from dpkd_bench.report.plots import Plot
 from dpkd_bench.report.published import Comparison, published_comparison
 from dpkd_bench.report.samples import SAMPLES_PER_SET, Sample, eval_samples
@@ -125,6 +126,14 @@ def html_fidelity(view: RunView) -> str:
     return f"<h2>Teacher fidelity</h2>\n<p>{esc(FIDELITY_LEGEND)}</p>\n{grid}"
 
 
+def html_lm_eval(view: RunView) -> str:
+    header, rows = lm_eval_rows(view)
+    if not rows:
+        return ""
+    grid = html_grid(header, rows, "lm-eval")
+    return f"<h2>lm-evaluation-harness</h2>\n<p>{esc(LM_EVAL_LEGEND)}</p>\n{grid}"
+
+
 def html_baselines(comparison: Comparison | None) -> str:
     if comparison is None:
         return ""
@@ -189,6 +198,7 @@ def render_html(view: RunView, board: pd.DataFrame, plots: dict[str, Plot]) -> s
         html_gap(board),
         html_ablations(ablation_tables(board)) if not board.empty else "",
         html_fidelity(view),
+        html_lm_eval(view),
         html_baselines(published_comparison(view, board)),
         html_plots(plots),
         html_samples(view, board_eval_sets(board)),

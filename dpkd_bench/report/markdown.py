@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from dpkd_bench.report.lm_eval import LM_EVAL_LEGEND, lm_eval_rows
 from dpkd_bench.report.published import Comparison, published_comparison
 from dpkd_bench.report.samples import family_scores
 from dpkd_bench.report.tables import (
@@ -93,6 +94,13 @@ def markdown_fidelity(view: RunView) -> list[str]:
     return lines + markdown_grid(list(table.columns), table.values.tolist(), left=2)
 
 
+def markdown_lm_eval(view: RunView) -> list[str]:
+    header, rows = lm_eval_rows(view)
+    if not rows:
+        return []
+    return ["", "## lm-evaluation-harness", "", LM_EVAL_LEGEND, "", *markdown_grid(header, rows)]
+
+
 def markdown_baselines(comparison: Comparison | None) -> list[str]:
     if comparison is None:
         return []
@@ -130,6 +138,7 @@ def render_markdown(view: RunView, board: pd.DataFrame) -> str:
     lines += markdown_gap(board)
     lines += markdown_ablations(ablation_tables(board)) if not board.empty else []
     lines += markdown_fidelity(view)
+    lines += markdown_lm_eval(view)
     lines += markdown_baselines(published_comparison(view, board))
     lines += markdown_families(family_scores(view))
     left_out = not_scored_lines(view)
