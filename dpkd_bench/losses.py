@@ -33,6 +33,7 @@ IGNORE_INDEX = -100
 __all__ = [
     "IGNORE_INDEX",
     "dpkd_implicit_reward_margin",
+    "dpkd_sequence_loss",
     "dpkd_token_loss",
     "forward_kl",
     "generalized_jsd",
@@ -496,3 +497,31 @@ def dpkd_implicit_reward_margin(
     chosen = _per_token(chosen, len_chosen, length_normalize)
     rejected = _per_token(rejected, len_rejected, length_normalize)
     return beta * (chosen - rejected)
+
+
+def dpkd_sequence_loss(
+    student_logp_chosen: torch.Tensor,
+    teacher_logp_chosen: torch.Tensor,
+    student_logp_rejected: torch.Tensor,
+    teacher_logp_rejected: torch.Tensor,
+    len_chosen,
+    len_rejected,
+    beta: float = 0.1,
+    length_normalize: bool = True,
+) -> torch.Tensor:
+    """The DPKD paper's sequence loss (Eq. 8/9), chosen = a teacher output y_t, rejected = a
+    student output y_s for the same prompt: the batch mean of
+    -log sigmoid(beta/|y_t| (log q(y_t) - log p(y_t)) - beta/|y_s| (log q(y_s) - log p(y_s)))
+    (the 1/|y| factors dropped when not ``length_normalize``). All inputs [B] -> scalar.
+    The ``dpkd`` method sums the same per-example term (:func:`dpkd_implicit_reward_margin`)."""
+    margin = dpkd_implicit_reward_margin(
+        student_logp_chosen,
+        teacher_logp_chosen,
+        student_logp_rejected,
+        teacher_logp_rejected,
+        len_chosen,
+        len_rejected,
+        beta=beta,
+        length_normalize=length_normalize,
+    )
+    return -F.logsigmoid(margin).mean()

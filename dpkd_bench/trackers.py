@@ -87,8 +87,9 @@ def _start(name: str, root: Path, key: str, experiment: str):
         project = os.environ.get("WANDB_PROJECT", "dpkd-bench")
         mode = None if wandb_logged_in() else "offline"
         (root / "wandb").mkdir(parents=True, exist_ok=True)
+        # accelerate's first argument is W&B's project; the run's own name is `name`
         tracker = tracking.WandBTracker(
-            key, project=project, dir=str(root / "wandb"), mode=mode, group=experiment
+            project, name=key, dir=str(root / "wandb"), mode=mode, group=experiment
         )
     tracker.start()
     return tracker

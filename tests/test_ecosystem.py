@@ -221,3 +221,16 @@ def test_progress_is_lines_in_a_file_and_quiet_prints_only_problems(tmp_path, ca
     assert "[dpkd-bench] kd seed 1: step 2/6, loss " in err and " it/s, " in err and " left" in err
     code, err = run(capsys, *QUICK, "--methods", "kd", "--out", str(tmp_path / "b"), "--quiet")
     assert code == 0 and "[dpkd-bench]" not in err and "\r" not in err
+
+
+def test_wandb_without_a_login_logs_offline_under_the_run(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    out = tmp_path / "run"
+    code, err = run(
+        capsys, *QUICK, "--methods", "sft", "--out", str(out), "train.report_to=[wandb]"
+    )
+    assert code == 0, err
+    runs = list((out / "wandb" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))

@@ -404,20 +404,21 @@ def seq_args(chosen=-4.0):
     )
 
 
-def dpkd_sequence_loss(*args, **options):
-    """The DPKD preference loss as the method computes it: -log sigma(margin), batch mean."""
-    return -F.logsigmoid(L.dpkd_implicit_reward_margin(*args, **options)).mean()
+def test_the_public_sequence_loss_is_the_batch_mean_of_the_methods_term():
+    args = seq_args()
+    method_term = -F.logsigmoid(L.dpkd_implicit_reward_margin(*args, beta=0.2))  # as dpkd sums it
+    torch.testing.assert_close(L.dpkd_sequence_loss(*args, beta=0.2), method_term.mean())
 
 
 def test_dpkd_sequence_loss_formula_and_length_normalisation():
     sc, tc, sr, tr, lc, lr = seq_args()
     margin = 0.1 * (sc - tc) / lc - 0.1 * (sr - tr) / lr.clamp(min=1)
     torch.testing.assert_close(
-        dpkd_sequence_loss(sc, tc, sr, tr, lc, lr, beta=0.1), -F.logsigmoid(margin).mean()
+        L.dpkd_sequence_loss(sc, tc, sr, tr, lc, lr, beta=0.1), -F.logsigmoid(margin).mean()
     )
     raw = 0.1 * (sc - tc) - 0.1 * (sr - tr)
     torch.testing.assert_close(
-        dpkd_sequence_loss(sc, tc, sr, tr, lc, lr, length_normalize=False),
+        L.dpkd_sequence_loss(sc, tc, sr, tr, lc, lr, length_normalize=False),
         -F.logsigmoid(raw).mean(),
     )
     free = 0.1 * sc / lc - 0.1 * sr / lr.clamp(min=1)
@@ -427,8 +428,8 @@ def test_dpkd_sequence_loss_formula_and_length_normalisation():
 
 
 def test_dpkd_sequence_loss_decreases_when_student_raises_teacher_output():
-    low = dpkd_sequence_loss(*seq_args(chosen=-4.0))
-    high = dpkd_sequence_loss(*seq_args(chosen=-1.0))
+    low = L.dpkd_sequence_loss(*seq_args(chosen=-4.0))
+    high = L.dpkd_sequence_loss(*seq_args(chosen=-1.0))
     assert high < low
 
 
@@ -436,7 +437,7 @@ def test_dpkd_sequence_gradient_pushes_chosen_up_rejected_down_teacher_constant(
     sc, tc, sr, tr, lc, lr = seq_args()
     for x in (sc, sr, tc):
         x.requires_grad_(True)
-    dpkd_sequence_loss(sc, tc, sr, tr, lc, lr).backward()
+    L.dpkd_sequence_loss(sc, tc, sr, tr, lc, lr).backward()
     assert torch.all(sc.grad < 0) and torch.all(sr.grad > 0)
     assert tc.grad is None
 
@@ -444,8 +445,8 @@ def test_dpkd_sequence_gradient_pushes_chosen_up_rejected_down_teacher_constant(
 def test_dpkd_sequence_checks_inputs():
     sc, tc, sr, tr, lc, lr = seq_args()
     with pytest.raises(ValueError, match="beta must be > 0"):
-        dpkd_sequence_loss(sc, tc, sr, tr, lc, lr, beta=0.0)
+        L.dpkd_sequence_loss(sc, tc, sr, tr, lc, lr, beta=0.0)
     with pytest.raises(ValueError, match="shapes must match"):
-        dpkd_sequence_loss(sc, tc[:1], sr, tr, lc, lr)
-    loss = dpkd_sequence_loss(sc.bfloat16(), tc.half(), sr, tr, [4, 2], [8, 1])
+        L.dpkd_sequence_loss(sc, tc[:1], sr, tr, lc, lr)
+    loss = L.dpkd_sequence_loss(sc.bfloat16(), tc.half(), sr, tr, [4, 2], [8, 1])
     assert loss.dtype == torch.float32

@@ -88,9 +88,12 @@ def test_killed_run_resumes_to_the_metrics_of_an_uninterrupted_run(tmp_path):
     for unit in ("teacher", "student_init", "sft", "gkd"):
         first = read_json(reference / "runs" / unit / "seed-1" / "metrics.json")
         second = read_json(killed / "runs" / unit / "seed-1" / "metrics.json")
+        resumed_from = second.get("train", {}).get("resumed_from_step")
         for metrics in (first, second):
             metrics.get("train", {}).pop("wall_s", None)
+            metrics.get("train", {}).pop("resumed_from_step", None)  # where each began
         assert first == second, unit
+    assert resumed_from is not None and resumed_from >= 3  # gkd's, the last unit's
     for unit in ("sft", "gkd"):
         ref_log, log = (log_records(d / "runs" / unit / "seed-1") for d in (reference, killed))
         assert [r["step"] for r in log] == [r["step"] for r in ref_log]  # no step twice
