@@ -14,13 +14,18 @@ under ``lm_eval`` and from there into the leaderboard and the report
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import time
 from pathlib import Path
 
+from dpkd_bench import console
 from dpkd_bench.console import log
 from dpkd_bench.errors import UserError
 from dpkd_bench.recipe import LmEvalConfig
+
+NOT_METRICS = ("sample_len",)  # numeric fields of lm-eval's results that are no scores
 
 
 def metric_name(key: str) -> str:
@@ -54,22 +59,25 @@ def lm_eval_scores(model, tokenizer, cfg: LmEvalConfig, run_root: Path, device, 
     was_training = model.training
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=cfg.batch_size, device=str(device))
     limit = int(cfg.limit) if cfg.limit is not None and cfg.limit >= 1 else cfg.limit
-    out = lm_eval.simple_evaluate(
-        model=lm,
-        tasks=list(cfg.tasks),
-        num_fewshot=cfg.num_fewshot,
-        limit=limit,
-        task_manager=manager,
-        bootstrap_iters=0,
-        log_samples=False,
-        verbosity="WARNING",
-    )
+    # lm-eval's own progress bars: shown where this run shows bars, else kept out of the log
+    bars = contextlib.nullcontext() if console.bars() else contextlib.redirect_stderr(io.StringIO())
+    with bars:
+        out = lm_eval.simple_evaluate(
+            model=lm,
+            tasks=list(cfg.tasks),
+            num_fewshot=cfg.num_fewshot,
+            limit=limit,
+            task_manager=manager,
+            bootstrap_iters=0,
+            log_samples=False,
+            verbosity="WARNING",
+        )
     model.train(was_training)
     scores = {
         task: {
             metric_name(key): float(value)
             for key, value in figures.items()
-            if isinstance(value, int | float) and "stderr" not in key
+            if isinstance(value, int | float) and "stderr" not in key and key not in NOT_METRICS
         }
         for task, figures in out["results"].items()
     }

@@ -2,13 +2,15 @@
 
 ``lm_eval_tasks/synthetic_facts.jsonl`` (shipped with the package) holds the first ``N_ITEMS``
 held-out items of the default suite's ``synthetic-id`` set (data seed 0; never in its training
-split), each with its Alpaca prompt, its canonical answer and ``N_CHOICES`` - 1 distractors: the
-canonical answers of other items of the same family. Two tasks read it:
+split), each with its Alpaca prompt, its canonical answer, its valid phrasings and
+``N_CHOICES`` - 1 distractors: the canonical answers of other items of the same family. Two
+tasks read it:
 
 * ``dpkd_synthetic_mc`` (multiple choice): the log-likelihood of each answer after the prompt;
   ``acc`` and ``acc_norm``;
 * ``dpkd_synthetic_gen`` (generation): greedy decoding until the end of the answer;
-  ``exact_match`` against the canonical answer.
+  ``exact_match`` against any of the item's valid phrasings (several families have more than
+  one), case and punctuation ignored, after stripping surrounding whitespace.
 
 lm-eval resolves a task's local data file from the working directory, so the task YAMLs are
 written with the data file's absolute path into a folder of the run (:func:`task_dir`) that is
@@ -55,6 +57,7 @@ def build_records(n_items: int = N_ITEMS, seed: int = SEED) -> list[dict]:
                 "family": item["family"],
                 "prompt": build_prompt(item["instruction"], item["input"]),
                 "answer": item["output"][0],
+                "answers": list(item["output"]),  # every valid phrasing
                 "choices": choices,
                 "label": label,
             }
@@ -88,8 +91,8 @@ def task_configs(data_file: Path) -> dict[str, dict]:
             "task": "dpkd_synthetic_gen",
             **common,
             "output_type": "generate_until",
-            "doc_to_target": "{{answer}}",
-            "generation_kwargs": {"until": ["\n\n", "###"], "max_gen_toks": 32, "do_sample": False},
+            "doc_to_target": "{{answers}}",  # right if it is any of them
+            "generation_kwargs": {"until": ["\n\n", "###"], "max_gen_toks": 64, "do_sample": False},
             "filter_list": [
                 {
                     "name": "strip",
@@ -105,7 +108,7 @@ def task_configs(data_file: Path) -> dict[str, dict]:
                     "aggregation": "mean",
                     "higher_is_better": True,
                     "ignore_case": True,
-                    "ignore_punctuation": False,
+                    "ignore_punctuation": True,
                 }
             ],
         },
