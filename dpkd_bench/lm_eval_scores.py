@@ -15,6 +15,7 @@ under ``lm_eval`` and from there into the leaderboard and the report
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import logging
 import time
@@ -35,21 +36,29 @@ def metric_name(key: str) -> str:
     return metric if kind in ("", "none") else f"{metric}:{kind}"
 
 
+@functools.lru_cache(maxsize=4)
+def task_manager(folders: tuple[str, ...]):
+    """lm-eval's index of its own tasks and ``folders`` (built once: it reads every task YAML
+    lm-eval ships, a few seconds)."""
+    from lm_eval.tasks import TaskManager
+
+    try:
+        return TaskManager(include_path=list(folders))
+    except Exception as err:  # a bad include_path
+        raise UserError(f"eval.lm_eval.include_path: lm-eval cannot read it ({err})") from None
+
+
 def lm_eval_scores(model, tokenizer, cfg: LmEvalConfig, run_root: Path, device, name: str):
     """``{task: {metric: value}}`` of ``model`` on ``cfg.tasks``, and the seconds it took."""
     import lm_eval
     from lm_eval.models.huggingface import HFLM
-    from lm_eval.tasks import TaskManager
 
     from dpkd_bench.data.lm_eval_task import task_dir
 
     start = time.time()
     logging.getLogger("lm_eval").setLevel(logging.WARNING)
-    folders = [str(task_dir(run_root)), *([cfg.include_path] if cfg.include_path else [])]
-    try:
-        manager = TaskManager(include_path=folders)
-    except Exception as err:  # a bad include_path
-        raise UserError(f"eval.lm_eval.include_path: lm-eval cannot read it ({err})") from None
+    folders = (str(task_dir(run_root)), *([cfg.include_path] if cfg.include_path else []))
+    manager = task_manager(folders)
     unknown = [task for task in cfg.tasks if task not in manager.all_tasks]
     if unknown:
         raise UserError(
