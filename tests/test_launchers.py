@@ -7,6 +7,7 @@ import json
 import multiprocessing
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -154,6 +155,21 @@ def test_a_killed_ray_worker_resumes_its_unit_from_its_checkpoint(tmp_path, tmp_
     metrics = json.loads((unit_dir / "metrics.json").read_text())
     assert metrics["train"]["steps"] == 120
     assert "continuing from the checkpoint of step" in (unit_dir / "worker.log").read_text()
+
+
+@pytest.mark.slow
+def test_a_unit_of_several_processes_runs_under_torchrun_in_its_job(tmp_path, tmp_path_factory):
+    out = tmp_path / "two"
+    done = run_cli(
+        cli_env(tmp_path_factory),
+        *["--recipe", "synthetic-quick", "--methods", "sft", "--seeds", "1", "--out", str(out)],
+        *["--launcher", "slurm", "launcher.cluster=local", "launcher.gpus_per_unit=2"],
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert RunDir(out).load_manifest()["units"]["sft/seed-1"]["state"] == "done"
+    log = (RunDir(out).unit_dir("sft", 1) / "worker.log").read_text()
+    assert len(re.findall(r"sft seed 1: [0-9.]+s\n", log)) == 1  # the main process reports
+    assert "OMP_NUM_THREADS" in log  # torchrun's banner: the processes were its
 
 
 def run_main(capsys, *args) -> tuple[int, str]:

@@ -140,11 +140,10 @@ class Driver:
             manifest.stage_times[f"unit:{job.key}"] = outcome["wall_s"]
         elif not final:
             self.submit(job.again())
-        else:
+        else:  # recorded here too: a lost worker or a failed torchrun could not record it
             self.failed.append(job.key)
-            if outcome.get("lost"):  # its worker could not record it
-                fields = {"state": "failed", "error": outcome["error"]}
-                manifest.record_unit(job.method, job.seed, fields)
+            fields = {"state": "failed", "error": outcome["error"]}
+            manifest.record_unit(job.method, job.seed, fields)
 
 
 def launch_units(runner: Runner) -> list[str]:

@@ -7,8 +7,8 @@ driver's setup made (:meth:`Runner.unit_inputs`), trains and evaluates the unit 
 local launcher does (:meth:`Runner.run_unit`, from its checkpoint when one is there), writes
 the unit's entry in the manifest and returns an outcome. The worker's log goes to the unit's
 ``worker.log`` (a file: progress as lines, no bars). A unit of several processes
-(``launcher.gpus_per_unit`` > 1) runs under ``torchrun`` inside its job:
-``python -m dpkd_bench.launchers.job JOB.pkl``.
+(``launcher.gpus_per_unit`` > 1) runs under ``torchrun`` inside its job, one process per GPU
+(:mod:`dpkd_bench.launchers.torchrun_unit`).
 """
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ def _torchrun(job: UnitJob) -> dict:
         "--standalone",
         f"--nproc-per-node={job.procs}",
         "-m",
-        "dpkd_bench.launchers.job",
+        "dpkd_bench.launchers.torchrun_unit",
         str(spec),
     ]
     with open(job.unit_dir / WORKER_LOG, "a", encoding="utf-8") as log_file:
@@ -153,7 +153,3 @@ def main(spec: str) -> int:
     if int(os.environ.get("RANK", "0")) == 0:
         write_json(Path(spec).with_suffix(".json"), outcome)
     return 0 if outcome["ok"] else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))

@@ -1,0 +1,15 @@
+"""One process of a unit of several (``launcher.gpus_per_unit`` > 1), started by torchrun
+inside the unit's job: ``python -m dpkd_bench.launchers.torchrun_unit JOB.pkl``.
+
+A module of its own, so that the job's class is the importable ``dpkd_bench.launchers.job``'s
+(the one the pickle names), not a copy run as ``__main__``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from dpkd_bench.launchers.job import main
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
