@@ -16,7 +16,7 @@ import copy
 from pathlib import Path
 
 from dpkd_bench.errors import UserError
-from dpkd_bench.manifest import differences, plain_recipe
+from dpkd_bench.manifest import recipe_changes
 from dpkd_bench.recipe import Recipe, resolve_recipe
 from dpkd_bench.results import RunDir
 
@@ -49,10 +49,7 @@ def extended_recipe(
     data["methods"] = [*then["methods"], *(m for m in methods if m not in then["methods"])]
     data["seeds"] = [*then["seeds"], *(s for s in seeds if s not in then["seeds"])]
     recipe = resolve_recipe(data, overrides, plugins)
-    now = {k: v for k, v in plain_recipe(recipe).items() if k not in GROWS}
-    kept = {k: v for k, v in then.items() if k not in GROWS}
-    defaults = {k: v for k, v in plain_recipe(Recipe()).items() if k not in GROWS}
-    changes = differences(kept, now, defaults=defaults)
+    changes = recipe_changes(manifest, recipe, ignoring=GROWS)
     if changes:
         what = "; ".join(changes[:3])
         raise UserError(

@@ -91,15 +91,19 @@ def plain_recipe(recipe: Recipe) -> dict:
     return json.loads(json.dumps(recipe.to_dict()))
 
 
+def recipe_changes(manifest: dict, recipe: Recipe, ignoring: tuple[str, ...]) -> list[str]:
+    """Where ``recipe`` differs from the recipe in ``manifest``, top-level sections
+    ``ignoring`` left out (:func:`differences`)."""
+    then = manifest.get("recipe") if isinstance(manifest.get("recipe"), dict) else {}
+    trees = [then, plain_recipe(recipe), plain_recipe(Recipe())]
+    then, now, defaults = ({k: v for k, v in t.items() if k not in ignoring} for t in trees)
+    return differences(then, now, defaults=defaults)
+
+
 def check_same_recipe(manifest: dict, recipe: Recipe, root: Path) -> None:
     """Raise a user error unless the run in ``root`` was made with ``recipe``; the launcher
     may differ (where units run does not change what they compute)."""
-    then = manifest.get("recipe") if isinstance(manifest.get("recipe"), dict) else {}
-    then = {k: v for k, v in then.items() if k != "launcher"}
-    now, defaults = plain_recipe(recipe), plain_recipe(Recipe())
-    for tree in (now, defaults):
-        tree.pop("launcher")
-    changes = differences(then, now, defaults=defaults)
+    changes = recipe_changes(manifest, recipe, ignoring=("launcher",))
     if changes:
         more = f"; and {len(changes) - 3} more" if len(changes) > 3 else ""
         raise RecipeError(

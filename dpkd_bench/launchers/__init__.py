@@ -45,6 +45,7 @@ def make_launcher(runner: Runner):
 def unit_jobs(runner: Runner) -> tuple[list[UnitJob], int]:
     """The jobs of the units still to run, and how many units the run has."""
     recipe, cfg = runner.recipe, runner.recipe.launcher
+    plugins = tuple(plugin_files(recipe.methods))
     jobs, total = [], 0
     for seed in recipe.seeds:
         for name in runner.methods:
@@ -61,7 +62,7 @@ def unit_jobs(runner: Runner) -> tuple[list[UnitJob], int]:
                     seed,
                     threads=cfg.cpus_per_unit or 1,
                     procs=max(cfg.gpus_per_unit, 1),
-                    plugins=tuple(plugin_files(recipe.methods)),
+                    plugins=plugins,
                 )
             )
     return jobs, total

@@ -1,7 +1,8 @@
 """One unit (method x seed) as a launcher's job: what a worker is sent, and what it does.
 
 A :class:`UnitJob` is plain data (the recipe, the run and cache directories, the unit, its
-threads, processes and attempt) that Ray and submitit pickle to a worker. There
+threads, processes and attempt) that Ray and submitit pickle to a worker (and that is written
+as JSON for the processes of a torchrun unit, :meth:`UnitJob.to_plain`). There
 :func:`run_job` holds the unit's lock (``runs/<method>/seed-<k>/.lock``), loads what the
 driver's setup made (:meth:`Runner.unit_inputs`), trains and evaluates the unit exactly as the
 local launcher does (:meth:`Runner.run_unit`, from its checkpoint when one is there), writes
@@ -16,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import pickle
 import socket
 import subprocess
 import sys
@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from dpkd_bench.config import build
 from dpkd_bench.errors import UserError
 from dpkd_bench.lock import HEARTBEAT_S, STALE_S, run_lock
 from dpkd_bench.recipe import Recipe
@@ -62,6 +63,16 @@ class UnitJob:
     def again(self) -> UnitJob:
         """The next attempt (it continues from the unit's checkpoint)."""
         return dataclasses.replace(self, attempt=self.attempt + 1)
+
+    def to_plain(self) -> dict:
+        """The job as JSON types (for the processes torchrun starts)."""
+        return {**dataclasses.asdict(self), "recipe": self.recipe.to_dict()}
+
+    @classmethod
+    def from_plain(cls, data: dict) -> UnitJob:
+        """The job :meth:`to_plain` wrote; the recipe is checked again as it is built."""
+        recipe = build(Recipe, data["recipe"])
+        return cls(**{**data, "recipe": recipe, "plugins": tuple(data["plugins"])})
 
     def __call__(self) -> dict:
         if self.procs > 1:
@@ -117,8 +128,8 @@ def _recorded_error(job: UnitJob) -> str | None:
 def _torchrun(job: UnitJob) -> dict:
     """Run ``job`` under torchrun, one process per GPU; the outcome of its main process."""
     job.unit_dir.mkdir(parents=True, exist_ok=True)
-    spec = job.unit_dir / f".job-{job.attempt}.pkl"
-    spec.write_bytes(pickle.dumps(dataclasses.replace(job, procs=1)))
+    spec = job.unit_dir / f".job-{job.attempt}.json"
+    write_json(spec, dataclasses.replace(job, procs=1).to_plain())
     command = [
         sys.executable,
         "-m",
@@ -131,7 +142,7 @@ def _torchrun(job: UnitJob) -> dict:
     ]
     with open(job.unit_dir / WORKER_LOG, "a", encoding="utf-8") as log_file:
         done = subprocess.run(command, stdout=log_file, stderr=subprocess.STDOUT, env=os.environ)
-    outcome = spec.with_suffix(".json")
+    outcome = outcome_path(spec)
     if done.returncode != 0 or not outcome.is_file():
         return {
             "ok": False,
@@ -142,14 +153,18 @@ def _torchrun(job: UnitJob) -> dict:
     return read_json(outcome)
 
 
+def outcome_path(spec: Path) -> Path:
+    """Where the main process of a torchrun unit writes its outcome, beside the job file."""
+    return spec.with_name(f"{spec.stem}.outcome.json")
+
+
 def main(spec: str) -> int:
-    """One process of a torchrun unit: run the pickled job; the main process writes the
-    outcome beside it."""
-    with open(spec, "rb") as handle:
-        job = pickle.load(handle)  # written by this package's driver just before
-    if not isinstance(job, UnitJob):
+    """One process of a torchrun unit: run the job written as JSON at ``spec``; the main
+    process writes the outcome beside it."""
+    data = read_json(spec)
+    if not isinstance(data, dict) or "recipe" not in data:
         raise UserError(f"{spec} does not hold a dpkd-bench unit job")
-    outcome = run_job(job)
+    outcome = run_job(UnitJob.from_plain(data))
     if int(os.environ.get("RANK", "0")) == 0:
-        write_json(Path(spec).with_suffix(".json"), outcome)
+        write_json(outcome_path(Path(spec)), outcome)
     return 0 if outcome["ok"] else 1

@@ -1,8 +1,8 @@
 """One process of a unit of several (``launcher.gpus_per_unit`` > 1), started by torchrun
-inside the unit's job: ``python -m dpkd_bench.launchers.torchrun_unit JOB.pkl``.
+inside the unit's job: ``python -m dpkd_bench.launchers.torchrun_unit JOB.json``.
 
-A module of its own, so that the job's class is the importable ``dpkd_bench.launchers.job``'s
-(the one the pickle names), not a copy run as ``__main__``.
+A module of its own, so that ``dpkd_bench.launchers.job`` is not also run as ``__main__`` (a
+second copy of its classes).
 """
 
 from __future__ import annotations

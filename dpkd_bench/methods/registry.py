@@ -41,6 +41,7 @@ from dpkd_bench.methods.sft import SFT
 from dpkd_bench.methods.skew_fkl import SkewFKL
 from dpkd_bench.methods.skew_rkl import SkewRKL
 from dpkd_bench.methods.tvd import TVD
+from dpkd_bench.results import file_sha256
 from dpkd_bench.variants import parse_variant, variant_name
 
 
@@ -164,9 +165,7 @@ HOW = "see the README, 'Add your own method'"
 
 
 def _file_hash(path: str | None) -> str:
-    if not path or not Path(path).is_file():
-        return ""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    return file_sha256(path)[:16] if path and Path(path).is_file() else ""
 
 
 def register_method(cls: type[Method], source: str, path: str | None = None) -> None:

@@ -16,7 +16,7 @@ LM_EVAL_LEGEND = (
 )
 
 
-def lm_eval_scores(view: RunView) -> pd.DataFrame:
+def lm_eval_figures(view: RunView) -> pd.DataFrame:
     """One row per (unit, task, metric): method, seed, column (``task/metric``), value."""
     rows = []
     for method, seed in view.units:
@@ -32,7 +32,7 @@ def lm_eval_scores(view: RunView) -> pd.DataFrame:
 
 def lm_eval_table(view: RunView) -> pd.DataFrame:
     """Rows methods (display order), columns ``task/metric``, cells the mean over seeds."""
-    scores = lm_eval_scores(view)
+    scores = lm_eval_figures(view)
     if scores.empty:
         return pd.DataFrame()
     table = scores.pivot_table(index="method", columns="column", values="value", aggfunc="mean")
