@@ -6,7 +6,8 @@ scores (:func:`dpkd_bench.metrics.score_examples`) are averaged over the seeds
 (:func:`~dpkd_bench.metrics.mean_over_generations`) and the set's figures are their means
 (:func:`~dpkd_bench.metrics.mean_metrics`, the aggregation of ``compute_metrics``, unrounded).
 The main process writes ``generations/<eval_set>.jsonl`` (every prediction and the example's
-scores), the teacher-fidelity figures (``eval.fidelity``) and, last, ``metrics.json``, which
+scores), ``scores.csv.gz`` (the per-example scores of every set, which the report's statistics
+read), the teacher-fidelity figures (``eval.fidelity``) and, last, ``metrics.json``, which
 marks the unit evaluated.
 
 Decoding uses the built-in decoder, or, with ``eval.backend: vllm``, one vLLM engine per
@@ -28,7 +29,15 @@ from dpkd_bench.generate import generate_texts
 from dpkd_bench.metrics import mean_metrics, mean_over_generations, score_examples
 from dpkd_bench.processes import Processes, decode_settings
 from dpkd_bench.recipe import Recipe
-from dpkd_bench.results import METRICS, RunDir, write_json, write_jsonl
+from dpkd_bench.results import (
+    EXAMPLE_SCORES,
+    METRICS,
+    RunDir,
+    read_jsonl,
+    write_example_scores,
+    write_json,
+    write_jsonl,
+)
 from dpkd_bench.vllm_backend import VllmDecoder
 
 
@@ -100,9 +109,19 @@ class Evaluator:
             )
             metrics["lm_eval_wall_s"] = round(seconds, 2)
         if self.procs.main:
+            write_example_scores(unit_dir / EXAMPLE_SCORES, self._example_rows(unit_dir, data))
             self._write(model, data, unit_dir, name, metrics)
         self.procs.wait()
         return metrics
+
+    @staticmethod
+    def _example_rows(unit_dir: Path, data: PreparedData) -> list[dict]:
+        """Every eval set's per-example scores, from the generation files just written."""
+        return [
+            {"eval_set": set_name, **record}
+            for set_name in data.eval_sets
+            for record in read_jsonl(unit_dir / "generations" / f"{set_name}.jsonl")
+        ]
 
     def _write(self, model, data: PreparedData, unit_dir: Path, name: str, metrics) -> None:
         """Fidelity figures (when on) and metrics.json, last: it marks the unit done."""

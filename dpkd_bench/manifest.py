@@ -1,14 +1,17 @@
 """The run's manifest (``manifest.json``): started, resumed, stages and units recorded, closed.
 
 It holds the resolved recipe, package versions, git commit, data hashes, start and finish
-times, every stage's wall time and every unit's state. Resume (the CLI's ``--resume``) goes on
-only when the manifest's recipe and data are this run's (:func:`check_same_recipe`,
-:func:`check_same_data`); a refused resume is a user error saying what differs.
+times, the thread settings (:func:`thread_settings`: results depend on them, because float
+reductions do), every stage's wall time and every unit's state. Resume (the CLI's
+``--resume``) goes on only when the manifest's recipe and data are this run's
+(:func:`check_same_recipe`, :func:`check_same_data`); a refused resume is a user error
+saying what differs.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -63,6 +66,16 @@ def git_commit() -> str | None:
         return None
     changed = _git("status", "--porcelain", "--untracked-files=no", "--", ".")
     return f"{commit}+dirty" if changed else commit
+
+
+def thread_settings() -> dict:
+    """The intra-op thread count torch uses now and the environment variables that set it
+    (None when unset): CPU results differ with the thread count."""
+    return {
+        "torch": torch.get_num_threads(),
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+        "MKL_NUM_THREADS": os.environ.get("MKL_NUM_THREADS"),
+    }
 
 
 def now_iso() -> str:
@@ -166,6 +179,9 @@ class Manifest:
             return
         check_same_data(resumed, data.hashes, self.run_dir.root)
         resumed["resumed"] = [*resumed.get("resumed", []), now_iso()]
+        if resumed.get("threads") != thread_settings():  # this attempt's differ from the start's
+            change = {"at": now_iso(), **thread_settings()}
+            resumed["threads_resumed"] = [*resumed.get("threads_resumed", []), change]
         if list(recipe.methods) != resumed.get("methods") or list(recipe.seeds) != resumed.get(
             "seeds"
         ):  # extended: more methods or seeds
@@ -190,6 +206,7 @@ class Manifest:
             "eval_dropped": {n: s.dropped for n, s in data.eval_sets.items()},
             "versions": package_versions(),
             "git_commit": git_commit(),
+            "threads": thread_settings(),
             "data_hashes": data.hashes,
             "launcher": recipe.launcher.name,  # its settings are in recipe.launcher
             "command": self.command,

@@ -3,7 +3,8 @@
 Layout (see DESIGN.md, "Run directory")::
 
     DIR/manifest.json
-    DIR/runs/<method>/seed-<k>/{config.yaml, train_log.jsonl, metrics.json, generations/}
+    DIR/runs/<method>/seed-<k>/{config.yaml, train_log.jsonl, metrics.json, generations/,
+                                scores.csv.gz}
     DIR/leaderboard.csv, DIR/leaderboard.md, DIR/report.html, DIR/plots/*.png
 
 Every whole-file write goes through a temporary file in the same directory and ``os.replace``,
@@ -13,7 +14,10 @@ so a crash never leaves a half-written JSON file behind. This module imports no 
 from __future__ import annotations
 
 import contextlib
+import csv
+import gzip
 import hashlib
+import io
 import json
 import os
 import tempfile
@@ -28,6 +32,10 @@ MANIFEST = "manifest.json"
 METRICS = "metrics.json"
 TRAIN_LOG = "train_log.jsonl"
 GENERATIONS = "generations"
+# Per-example scores of a unit (every eval set; each example's scores averaged over the
+# generation seeds): what the statistics need, small enough to check in with a report.
+EXAMPLE_SCORES = "scores.csv.gz"
+EXAMPLE_SCORE_FIELDS = ("eval_set", "id", "family", "rougeL", "exact_match")
 SEED_PREFIX = "seed-"
 REFERENCE_ROWS = ("teacher", "student_init")  # evaluated once, shown as references
 
@@ -121,6 +129,41 @@ def read_jsonl(path: str | Path) -> list[dict]:
                     "repair or delete that line and rerun"
                 ) from None
     return records
+
+
+def write_example_scores(path: str | Path, rows: Iterable[dict]) -> None:
+    """Write per-example scores (EXAMPLE_SCORE_FIELDS) as gzip-compressed CSV, atomically.
+
+    Floats are written with ``repr`` (read back to the same value) and the gzip header holds
+    no time stamp, so the same scores always give the same bytes.
+    """
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(EXAMPLE_SCORE_FIELDS)
+    for row in rows:
+        writer.writerow(
+            [row["eval_set"], row["id"], row.get("family") or ""]
+            + [repr(float(row[key])) for key in EXAMPLE_SCORE_FIELDS[3:]]
+        )
+    atomic_write_bytes(Path(path), gzip.compress(buffer.getvalue().encode("utf-8"), mtime=0))
+
+
+def read_example_scores(path: str | Path) -> list[dict]:
+    """The rows :func:`write_example_scores` wrote (scores as floats); a damaged file is a
+    UserError naming it."""
+    path = Path(path)
+    try:
+        text = gzip.decompress(path.read_bytes()).decode("utf-8")
+        rows = list(csv.DictReader(io.StringIO(text)))
+        for row in rows:
+            for key in EXAMPLE_SCORE_FIELDS[3:]:
+                row[key] = float(row[key])
+    except (OSError, EOFError, UnicodeDecodeError, KeyError, TypeError, ValueError) as err:
+        raise UserError(
+            f"{path} is not a readable per-example score file ({type(err).__name__}: {err}); "
+            "restore it from the run directory, or delete it to fall back to the generation files"
+        ) from None
+    return rows
 
 
 # ---- run directory ------------------------------------------------------------------------

@@ -47,7 +47,7 @@ from dpkd_bench.console import log
 from dpkd_bench.errors import UserError
 from dpkd_bench.evaluation import Evaluator
 from dpkd_bench.lock import run_lock
-from dpkd_bench.manifest import Manifest, plain_recipe
+from dpkd_bench.manifest import Manifest, plain_recipe, thread_settings
 from dpkd_bench.methods import get_method
 from dpkd_bench.methods.base import Method
 from dpkd_bench.preflight import check_eval_backend, check_launcher
@@ -154,7 +154,8 @@ class Runner(SharedStage):
             return True
         record = self.manifest.record_unit
         running = {"state": "running", "error": None, **self.unit_fields}
-        self.procs.on_main(record, name, seed, {**running, "host": socket.gethostname()})
+        where = {"host": socket.gethostname(), "threads": thread_settings()}
+        self.procs.on_main(record, name, seed, {**running, **where})
         unit_dir, start = self.run_dir.unit_dir(name, seed), time.time()
         try:
             with self.tracking(name, seed, method) as trackers:

@@ -10,7 +10,10 @@ tasks read it:
   ``acc`` and ``acc_norm``;
 * ``dpkd_synthetic_gen`` (generation): greedy decoding until the end of the answer;
   ``exact_match`` against any of the item's valid phrasings (several families have more than
-  one), case and punctuation ignored, after stripping surrounding whitespace.
+  one), case and punctuation ignored, after stripping surrounding whitespace. The filter's
+  pattern is compiled in DOTALL mode (``(?s)``): lm-eval compiles it without flags, and the
+  answers of the ``reverse`` and ``pattern`` families span several lines, which a plain ``.``
+  would not match (lm-eval then scores its fallback ``[invalid]``, whatever the model wrote).
 
 lm-eval resolves a task's local data file from the working directory, so the task YAMLs are
 written with the data file's absolute path into a folder of the run (:func:`task_dir`) that is
@@ -97,7 +100,7 @@ def task_configs(data_file: Path) -> dict[str, dict]:
                 {
                     "name": "strip",
                     "filter": [
-                        {"function": "regex", "regex_pattern": r"^\s*(.*?)\s*$"},
+                        {"function": "regex", "regex_pattern": r"(?s)^\s*(.*?)\s*$"},
                         {"function": "take_first"},
                     ],
                 }

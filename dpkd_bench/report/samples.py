@@ -7,7 +7,12 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from dpkd_bench.report.view import RunView, first_seed_units, read_generations
+from dpkd_bench.report.view import (
+    RunView,
+    first_seed_units,
+    read_generations,
+    unit_example_scores,
+)
 
 SAMPLES_PER_SET = 5
 FAMILY_COLUMNS = ["method", "eval_set", "family", "n", "exact_match", "rougeL"]
@@ -28,19 +33,17 @@ def family_scores(view: RunView) -> pd.DataFrame:
     """
     rows = []
     for method, seed in view.units:
-        unit = view.run.unit_dir(method, seed)
-        for eval_set in view.eval_sets:
-            for record in read_generations(unit, eval_set):
-                if record.get("family"):
-                    rows.append(
-                        {
-                            "method": method,
-                            "eval_set": eval_set,
-                            "family": record["family"],
-                            "exact_match": float(record.get("exact_match", 0.0)),
-                            "rougeL": float(record.get("rougeL", 0.0)),
-                        }
-                    )
+        for record in unit_example_scores(view.run.unit_dir(method, seed), view.eval_sets):
+            if record.get("family"):
+                rows.append(
+                    {
+                        "method": method,
+                        "eval_set": record["eval_set"],
+                        "family": record["family"],
+                        "exact_match": float(record.get("exact_match", 0.0)),
+                        "rougeL": float(record.get("rougeL", 0.0)),
+                    }
+                )
     if not rows:
         return pd.DataFrame(columns=FAMILY_COLUMNS)
     frame = pd.DataFrame(rows)

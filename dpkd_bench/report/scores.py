@@ -7,7 +7,7 @@ import pandas as pd
 
 from dpkd_bench.errors import UserError
 from dpkd_bench.methods import REFERENCE_METHOD
-from dpkd_bench.report.view import RunView, display_order, load_run, read_generations
+from dpkd_bench.report.view import RunView, display_order, load_run, unit_example_scores
 from dpkd_bench.results import METRICS, RunDir, read_json
 from dpkd_bench.stats import (
     N_RESAMPLES,
@@ -98,18 +98,21 @@ def leaderboard(run: RunDir | RunView) -> pd.DataFrame:
     return aggregate(seed_scores(run if isinstance(run, RunView) else load_run(run)))
 
 
-def _example_rows(method: str, seed: int, eval_set: str, records: list[dict]) -> list[dict]:
+def _example_rows(method: str, seed: int, records: list[dict]) -> list[dict]:
     rows = []
     for index, record in enumerate(records):
         if all(isinstance(record.get(key), (int, float)) for key in SCORE_KEYS):
             example_id = str(record.get("id", index))
-            rows.append({"method": method, "seed": seed, "eval_set": eval_set, "id": example_id})
+            rows.append(
+                {"method": method, "seed": seed, "eval_set": record["eval_set"], "id": example_id}
+            )
             rows[-1].update({key: float(record[key]) for key in SCORE_KEYS})
     return rows
 
 
 def example_scores(view: RunView) -> pd.DataFrame:
-    """Per-example scores of every finished unit, from its generations/<eval_set>.jsonl.
+    """Per-example scores of every finished unit, from its scores.csv.gz (or, in runs made
+    before that file, its generations/<eval_set>.jsonl).
 
     Columns: method, seed, eval_set, id, rougeL, exact_match (each already the mean over
     generation seeds). Records without numeric scores are skipped; missing files give no rows.
@@ -117,9 +120,8 @@ def example_scores(view: RunView) -> pd.DataFrame:
     rows = [
         row
         for method, seed in view.units
-        for eval_set in view.eval_sets
         for row in _example_rows(
-            method, seed, eval_set, read_generations(view.run.unit_dir(method, seed), eval_set)
+            method, seed, unit_example_scores(view.run.unit_dir(method, seed), view.eval_sets)
         )
     ]
     return pd.DataFrame(rows, columns=EXAMPLE_COLUMNS)

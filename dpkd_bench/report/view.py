@@ -6,10 +6,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dpkd_bench.results import (
+    EXAMPLE_SCORES,
     GENERATIONS,
     REFERENCE_ROWS,
     RunDir,
     is_safe_name,
+    read_example_scores,
     read_jsonl,
     unit_key,
 )
@@ -87,6 +89,23 @@ def read_generations(unit: Path, eval_set: str) -> list[dict]:
     if not is_safe_name(eval_set) or not path.is_file():
         return []
     return [r for r in read_jsonl(path) if isinstance(r, dict)]
+
+
+def unit_example_scores(unit: Path, eval_sets: list[str]) -> list[dict]:
+    """A unit's per-example scores: eval_set, id, family and the scores, in file order.
+
+    From ``scores.csv.gz`` when the unit has one (runs since it was written, and checked-in
+    reports, which keep it instead of the generations), else from the generation files.
+    """
+    path = unit / EXAMPLE_SCORES
+    if path.is_file():
+        wanted = set(eval_sets)
+        return [row for row in read_example_scores(path) if row["eval_set"] in wanted]
+    return [
+        {"eval_set": eval_set, **record}
+        for eval_set in eval_sets
+        for record in read_generations(unit, eval_set)
+    ]
 
 
 def first_seed_units(view: RunView) -> dict[str, Path]:
