@@ -26,7 +26,7 @@ from dpkd_bench.data.prepare import PreparedData
 from dpkd_bench.errors import DataError, RecipeError, UserError
 from dpkd_bench.methods import plugin_sources
 from dpkd_bench.recipe import Recipe
-from dpkd_bench.results import METRICS, RunDir, unit_key
+from dpkd_bench.results import METRICS, RunDir, same_identity, unit_key
 
 
 def package_versions() -> dict[str, str]:
@@ -220,18 +220,23 @@ class Manifest:
             manifest["plugins"] = plugins
         self.run_dir.save_manifest(manifest)
 
-    def record_models(self, teacher: str, student_init_sha256: str) -> None:
+    def record_models(self, teacher: str, student_init_sha256: str | dict[str, str]) -> None:
         """The teacher's identity (Hub name, path or content hash) and the hash of
-        ``student_init``'s weights: with the data hashes, what decides whether another run may
-        extend this one or share its leaderboard. A resumed run must match them."""
+        ``student_init``'s weights (per training seed, ``{"<k>": sha}``, when they vary by
+        seed): with the data hashes, what decides whether another run may extend this one or
+        share its leaderboard. A resumed run must match them; an extended one adds seeds."""
         found = {"teacher": teacher, "student_init_sha256": student_init_sha256}
         with self.run_dir.editing_manifest() as manifest:
             for key, value in found.items():
-                if manifest.get(key) not in (None, value):
+                then = manifest.get(key)
+                if then is not None and not same_identity(then, value):
                     raise DataError(
-                        f"cannot continue {self.run_dir.root}: its {key} is {manifest[key]}, "
-                        f"this run's is {value}; start a new run with another --out"
+                        f"cannot continue {self.run_dir.root}: its {key} is {then}, this run's "
+                        f"is {value} (a run made with another student.init_per_seed, teacher "
+                        "or init recipe); start a new run with another --out"
                     )
+                if isinstance(then, dict) and isinstance(value, dict):
+                    value = {**then, **value}
                 manifest[key] = value
 
     def record_stage(self, stage: str, seconds: float) -> None:

@@ -127,10 +127,12 @@ def read_card(model_dir: str | Path) -> tuple[dict, str]:
     return yaml.safe_load(front), body
 
 
-def model_info(recipe, run_root: Path, role: str, settings: dict, teacher: str) -> dict:
+def model_info(
+    recipe, run_root: Path, role: str, settings: dict, teacher: str, seed: int = 1
+) -> dict:
     """What a card says about the model of ``role`` (a method, ``student_init`` or
-    ``teacher``) in the run at ``run_root`` made with ``recipe``; ``teacher``: where the
-    teacher is saved, or its Hub name."""
+    ``teacher``) of training seed ``seed`` in the run at ``run_root`` made with ``recipe``;
+    ``teacher``: where the teacher is saved, or its Hub name."""
     from dpkd_bench.results import RunDir
 
     manifest = RunDir(run_root).load_manifest() if RunDir(run_root).is_run() else {}
@@ -141,7 +143,7 @@ def model_info(recipe, run_root: Path, role: str, settings: dict, teacher: str) 
         base = student_base
         about = "The student every method of a dpkd-bench run starts from (supervised fine-tuning)."
     else:
-        base = str(Path(run_root) / "student_init")
+        base = str(Path(run_root) / recipe.student.init_dir_name(recipe.data.seed, seed))
         about = f"A student distilled with the `{role}` method."
     return {
         "method": REFERENCE_METHOD if role in ("teacher", "student_init") else role,

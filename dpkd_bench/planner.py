@@ -376,9 +376,11 @@ def _no_steps(cfg: TrainConfig) -> TrainConfig:
     return replace(cfg, steps=0)
 
 
-def reference_row(name: str, cfg: TrainConfig, size: ModelSize, s: Shapes) -> PlanRow:
-    """A model trained by ``sft`` for ``cfg.steps`` (possibly 0), without a teacher."""
-    row = training_row(name, 1, cfg, Workload(teacher_forward=0.0), (size, None), s)
+def reference_row(
+    name: str, cfg: TrainConfig, size: ModelSize, s: Shapes, units: int = 1
+) -> PlanRow:
+    """``units`` models trained by ``sft`` for ``cfg.steps`` (possibly 0), without a teacher."""
+    row = training_row(name, units, cfg, Workload(teacher_forward=0.0), (size, None), s)
     if not cfg.steps:  # inference only: weights and the evaluation's KV cache
         row.peak_memory_bytes = 4 * size.params + kv_cache_bytes(size, cfg.batch_size, s)
     return row
@@ -429,11 +431,11 @@ def plan(recipe: Recipe, seq_len: int | None = None, prompt_len: int | None = No
         for spec in recipe.methods
     }
     units = len(recipe.seeds)
+    inits = units if recipe.student.varies_by_seed else 1  # one student_init per seed, or one
+    init_row = reference_row("student_init", recipe.student.init_train, student, s, inits)
     rows = [
         teacher_row(recipe, list(methods.values()), teacher, s),
-        add_eval(
-            reference_row("student_init", recipe.student.init_train, student, s), student, 1, s
-        ),
+        add_eval(init_row, student, inits, s),
     ]
     for spec, method in methods.items():
         sizes = (student, teacher if method.uses_teacher else None)

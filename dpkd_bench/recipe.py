@@ -163,12 +163,36 @@ class TeacherConfig:
 
 @dataclass
 class StudentConfig:
-    """The student and the short ``sft`` that gives ``student_init`` (steps=0 skips it)."""
+    """The student and the short ``sft`` that gives ``student_init`` (steps=0 skips it).
+
+    ``init_per_seed``: one ``student_init`` per training seed k (model built and trained with
+    seed ``data.seed + k``), each unit of seed k starting from its own, so that the spread
+    over seeds, and the tests over them, include the variance of the starting point. Seed 1's
+    is the shared ``student_init`` of ``init_per_seed: false`` (seed ``data.seed + 1``), so a
+    run of seed 1 alone is the same either way.
+    """
 
     model: ModelConfig = field(default_factory=ModelConfig)
     init_train: TrainConfig = field(
         default_factory=lambda: TrainConfig(steps=100, batch_size=32, lr=3e-3)
     )
+    init_per_seed: bool = True
+
+    @property
+    def varies_by_seed(self) -> bool:
+        """Whether the seeds' ``student_init`` differ: per seed, and trained or built at random
+        (a pretrained model used as it is, ``init_train.steps: 0``, is the same for all)."""
+        return self.init_per_seed and bool(self.init_train.steps or not self.model.name_or_path)
+
+    def init_seed(self, data_seed: int, seed: int) -> int:
+        """The seed that builds and trains the ``student_init`` of training seed ``seed``."""
+        return data_seed + (seed if self.varies_by_seed else 1)
+
+    def init_dir_name(self, data_seed: int, seed: int) -> str:
+        """The directory of the run that holds training seed ``seed``'s ``student_init``:
+        ``student_init`` for the shared one (that of seed 1), ``student_init-seed-<k>`` else."""
+        shared = self.init_seed(data_seed, seed) == data_seed + 1
+        return "student_init" if shared else f"student_init-seed-{seed}"
 
 
 @dataclass

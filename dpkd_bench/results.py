@@ -166,6 +166,14 @@ def read_example_scores(path: str | Path) -> list[dict]:
     return rows
 
 
+def same_identity(a: object, b: object) -> bool:
+    """Whether two recorded identities agree: equal, or per-seed mappings that agree on the
+    seeds both hold."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return all(a[k] == b[k] for k in set(a) & set(b))
+    return a == b
+
+
 # ---- run directory ------------------------------------------------------------------------
 def is_safe_name(name: object) -> bool:
     """True when ``name`` stays one directory level down: non-empty, no leading '.', and no

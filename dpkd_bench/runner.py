@@ -217,7 +217,7 @@ class Runner(SharedStage):
         )
         self.procs.wait()
         self.procs.on_main(atomic_write_text, unit_dir / "config.yaml", config)
-        model = copy.deepcopy(inputs.student_init)
+        model = copy.deepcopy(inputs.student_init[seed])
         job = Training(
             method,
             model,

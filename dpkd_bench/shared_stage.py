@@ -2,7 +2,10 @@
 
 Data (suite, tokenizer), the teacher (:mod:`dpkd_bench.teacher`: loaded, or trained by the
 supervised method and cached by content hash), ``student_init`` (a short supervised fine-tuning
-shared by every method of the run), the reference evaluations of both (with their model cards),
+every method starts from: one per training seed with ``student.init_per_seed``, saved in
+``DIR/student_init`` for the seed-1 one and ``DIR/student_init-seed-<k>`` for the others, else
+one for the whole run in ``DIR/student_init``), the reference evaluations of both (with their
+model cards),
 then what the methods share beyond the data, each made only when a method needs it: the
 pre-training corpus, the teacher samples (once per recipe, cached) and the teacher-logit cache.
 A launcher's worker loads all of it from the run directory and the cache instead
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from dpkd_bench.checkpoint import readable_dir, remove_unfinished
@@ -29,8 +33,28 @@ from dpkd_bench.methods import supervised_method
 from dpkd_bench.model_card import model_info, write_card
 from dpkd_bench.models import build_model, load_pretrained, preflight_models
 from dpkd_bench.processes import Training, fit
+from dpkd_bench.recipe import Recipe
 from dpkd_bench.results import METRICS, file_sha256, unit_key
 from dpkd_bench.teacher import TeacherSource
+
+INIT_DIR = "student_init"
+
+
+def init_seeds(recipe: Recipe) -> dict[int, int]:
+    """Each training seed's ``student_init`` seed (:meth:`StudentConfig.init_seed`)."""
+    return {k: recipe.student.init_seed(recipe.data.seed, k) for k in recipe.seeds}
+
+
+def student_init_dir(root: Path, recipe: Recipe, seed: int) -> Path:
+    """Where the ``student_init`` of training seed ``seed`` is saved in the run ``root``."""
+    return Path(root) / recipe.student.init_dir_name(recipe.data.seed, seed)
+
+
+def reference_seeds(recipe: Recipe, name: str) -> list[int]:
+    """The seeds the reference row ``name`` is evaluated under: every training seed for
+    ``student_init`` when its weights vary by seed, else the first seed alone."""
+    varies = name == INIT_DIR and recipe.student.varies_by_seed
+    return list(recipe.seeds) if varies else [recipe.seeds[0]]
 
 
 @dataclass
@@ -39,7 +63,7 @@ class RunInputs:
 
     data: PreparedData
     teacher: Any  # frozen
-    student_init: Any  # every unit trains a copy
+    student_init: dict[int, Any]  # training seed -> its starting model (every unit trains a copy)
     samples: list[tuple[int, ...]] | None  # teacher samples, when a method uses them
     pretrain_items: list[dict]  # corpus chunks, when a method has a pre-training term
 
@@ -61,20 +85,19 @@ class SharedStage:
         self.teacher_dir = source.model_dir
         teacher = timed("teacher", source.load)
         self.evaluator.teacher = teacher
-        student_init = self.saved_student_init()
-        if student_init is None:
-            student_init = timed("student_init", self.train_student_init, data)
-        preflight_models(teacher, student_init, data.tokenizer, self.recipe.data.max_length)
-        weights = self.run_dir.root / "student_init" / "model.safetensors"
-        identity = (source.identity, file_sha256(weights) if self.procs.main else "")
-        self.procs.on_main(self.manifest.record_models, *identity)
-        references = (
-            ("teacher", teacher, source.model_dir),
-            ("student_init", student_init, str(self.run_dir.root / "student_init")),
-        )
-        for name, model, model_dir in references:
-            if not self.reference_done(name):
-                timed(f"eval:{name}", self.evaluate_reference, name, model, data, model_dir)
+        student_init = self.student_inits(data)
+        first = student_init[self.recipe.seeds[0]]
+        preflight_models(teacher, first, data.tokenizer, self.recipe.data.max_length)
+        hashes = self.procs.from_main(self.init_hashes() if self.procs.main else None)
+        self.procs.on_main(self.manifest.record_models, source.identity, hashes)
+        references = [("teacher", teacher, source.model_dir, self.recipe.seeds[0])]
+        for seed in reference_seeds(self.recipe, INIT_DIR):
+            model_dir = str(student_init_dir(self.run_dir.root, self.recipe, seed))
+            references.append((INIT_DIR, student_init[seed], model_dir, seed))
+        for name, model, model_dir, seed in references:
+            if not self.reference_done(name, seed):
+                stage = f"eval:{name}" if seed == self.recipe.seeds[0] else f"eval:{name}/{seed}"
+                timed(stage, self.evaluate_reference, name, model, data, model_dir, seed)
         pretrain_items, samples = self.method_inputs(data, source, teacher)
         return RunInputs(data, teacher, student_init, samples, pretrain_items)
 
@@ -93,26 +116,57 @@ class SharedStage:
             timed("teacher_cache", source.attach_caches, methods, teacher, samples)
         return pretrain_items, samples
 
-    def saved_student_init(self):
-        """With ``resume``, the run's own ``student_init`` when it was saved; else None."""
-        saved = self.procs.from_main(
-            readable_dir(self.run_dir.root / "student_init", "model.safetensors")
-        )
+    def student_inits(self, data: PreparedData) -> dict[int, Any]:
+        """Every training seed's ``student_init``: the run's saved one when resuming, else
+        trained now (once per distinct init seed)."""
+        models: dict[int, Any] = {}
+        for seed, init_seed in init_seeds(self.recipe).items():
+            shared = next(
+                (m for k, m in models.items() if init_seeds(self.recipe)[k] == init_seed), None
+            )
+            if shared is not None:
+                models[seed] = shared
+                continue
+            models[seed] = self.saved_student_init(seed)
+            if models[seed] is None:
+                stage = INIT_DIR if seed == self.recipe.seeds[0] else f"{INIT_DIR}/{seed}"
+                models[seed] = self.manifest.timed(stage, self.train_student_init, data, seed)
+        return models
+
+    def init_hashes(self) -> str | dict[str, str]:
+        """The SHA-256 of ``student_init``'s weights; per training seed (``{"<k>": sha}``)
+        when they vary by seed."""
+        root, recipe = self.run_dir.root, self.recipe
+        hashes = {
+            str(k): file_sha256(student_init_dir(root, recipe, k) / "model.safetensors")
+            for k in recipe.seeds
+        }
+        return hashes if recipe.student.varies_by_seed else hashes[str(recipe.seeds[0])]
+
+    def saved_student_init(self, seed: int):
+        """With ``resume``, the run's own ``student_init`` of ``seed`` when it was saved; else
+        None."""
+        where = student_init_dir(self.run_dir.root, self.recipe, seed)
+        saved = self.procs.from_main(readable_dir(where, "model.safetensors"))
         if not self.resume or saved is None:
             return None
-        log(f"student_init: reusing {saved}")
+        log(f"{where.name}: reusing {saved}")
         return load_pretrained(saved, self.recipe.student.model)
 
-    def train_student_init(self, data: PreparedData):
-        """The student every unit starts from, by the supervised method; saved in the run."""
-        cfg, seed = self.recipe.student, self.recipe.data.seed + 1
+    def train_student_init(self, data: PreparedData, seed: int):
+        """The student the units of training seed ``seed`` start from, by the supervised
+        method; saved in the run."""
+        cfg = self.recipe.student
+        init_seed = cfg.init_seed(self.recipe.data.seed, seed)
         self.procs.on_main(remove_unfinished, self.run_dir.root)
-        model = build_model(cfg.model, data.tokenizer, seed=seed)
+        model = build_model(cfg.model, data.tokenizer, seed=init_seed)
         if cfg.init_train.steps:
             method, items = supervised_method(), data.train_items
-            job = Training(method, model, cfg.init_train, items, seed, desc="student_init sft")
+            where = student_init_dir(self.run_dir.root, self.recipe, seed).name
+            job = Training(method, model, cfg.init_train, items, init_seed, desc=f"{where} sft")
             fit(self.procs, job, data.tokenizer, self.recipe.sampling)
-        self.procs.publish_model(model, data.tokenizer, self.run_dir.root / "student_init")
+        target = student_init_dir(self.run_dir.root, self.recipe, seed)
+        self.procs.publish_model(model, data.tokenizer, target)
         return model
 
     def pretrain_corpus(self, data: PreparedData) -> list[dict]:
@@ -129,18 +183,20 @@ class SharedStage:
         log(f"pre-training corpus: {len(chunks)} chunks of {cfg.max_length} tokens")
         return [{"chunks": chunk} for chunk in chunks]
 
-    def reference_done(self, name: str) -> bool:
+    def reference_done(self, name: str, seed: int) -> bool:
         """With ``resume``, whether the reference row ``name`` has its metrics.json."""
-        metrics = self.run_dir.unit_dir(name, self.recipe.seeds[0]) / METRICS
+        metrics = self.run_dir.unit_dir(name, seed) / METRICS
         if self.resume and self.procs.from_main(metrics.is_file()):
             log(f"{name}: evaluated already")
             return True
         return False
 
-    def evaluate_reference(self, name: str, model, data: PreparedData, model_dir: str) -> None:
-        """Evaluate the reference row ``name`` (teacher or student_init), saved at
-        ``model_dir`` (or named so on the Hub)."""
-        seed, recipe = self.recipe.seeds[0], self.recipe
+    def evaluate_reference(
+        self, name: str, model, data: PreparedData, model_dir: str, seed: int
+    ) -> None:
+        """Evaluate the reference row ``name`` (teacher or student_init) as unit ``seed``,
+        saved at ``model_dir`` (or named so on the Hub)."""
+        recipe = self.recipe
         metrics = self.evaluator.evaluate(model, data, name, seed, model_dir)
         if name != "teacher" or not recipe.teacher.model.name_or_path:  # not a Hub model's card
             cfg = recipe.teacher.train if name == "teacher" else recipe.student.init_train
@@ -150,7 +206,7 @@ class SharedStage:
 
     def write_card(self, name: str, seed: int, settings: dict, model_dir, scores: dict) -> None:
         """The model card (README.md) of the model of ``name`` saved in ``model_dir``."""
-        info = model_info(self.recipe, self.run_dir.root, name, settings, self.teacher_dir)
+        info = model_info(self.recipe, self.run_dir.root, name, settings, self.teacher_dir, seed)
         write_card(model_dir, f"{self.recipe.name}/{unit_key(name, seed)}", scores, info)
 
     def unit_inputs(self) -> RunInputs:
@@ -168,11 +224,16 @@ class SharedStage:
             )
         teacher = source.load()
         self.evaluator.teacher = teacher
-        student_init = self.saved_student_init()
-        if student_init is None:
-            raise UserError(
-                f"{root / 'student_init'} is not readable on this worker; the run directory "
-                "must be on storage every worker sees"
-            )
+        student_init, loaded = {}, {}
+        for seed in self.recipe.seeds:
+            where = student_init_dir(root, self.recipe, seed)
+            if where not in loaded:
+                loaded[where] = self.saved_student_init(seed)
+            student_init[seed] = loaded[where]
+            if student_init[seed] is None:
+                raise UserError(
+                    f"{student_init_dir(root, self.recipe, seed)} is not readable on this "
+                    "worker; the run directory must be on storage every worker sees"
+                )
         pretrain_items, samples = self.method_inputs(data, source, teacher)
         return RunInputs(data, teacher, student_init, samples, pretrain_items)

@@ -17,7 +17,7 @@ import shutil
 from pathlib import Path
 
 from dpkd_bench.errors import UserError
-from dpkd_bench.results import REFERENCE_ROWS, RunDir, unit_key
+from dpkd_bench.results import REFERENCE_ROWS, RunDir, same_identity, unit_key
 
 IDENTITY = ("data_hashes", "teacher", "student_init_sha256")
 NOT_COPIED = ("student", "checkpoint*", ".checkpoint*", ".lock", "*.tmp-*")
@@ -28,7 +28,7 @@ def identity_difference(a: dict, b: dict) -> str | None:
     for key in IDENTITY:
         if key not in a or key not in b:
             return f"{key} is not recorded in both manifests (a run made before it was recorded)"
-        if a[key] != b[key]:
+        if not same_identity(a[key], b[key]):
             if key == "data_hashes":
                 changed = sorted(
                     k for k in set(a[key]) | set(b[key]) if a[key].get(k) != b[key].get(k)
