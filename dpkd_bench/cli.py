@@ -135,6 +135,19 @@ def cmd_run(args) -> int:
     return runner.run(launch_units)
 
 
+def check_has_results(target) -> None:
+    """A user error unless the run directory ``target`` holds a finished unit's results."""
+    from dpkd_bench.report.view import load_run
+    from dpkd_bench.results import RunDir
+
+    if not load_run(RunDir(target)).units:
+        raise UserError(
+            f"{target} holds no unit results (no runs/<method>/seed-<k>/metrics.json of a "
+            "finished unit), so there is nothing to report; finish the run first (dpkd-bench "
+            f"run --resume --out {target}) or pass the directory of a finished run"
+        )
+
+
 def cmd_report(args) -> int:
     from dpkd_bench.report import render
 
@@ -147,6 +160,7 @@ def cmd_report(args) -> int:
                 "several run directories are merged into a new one; name it with --out DIR"
             )
         target = merge_runs(args.dirs, args.out)
+    check_has_results(target)
     for path in render(target):
         print(path)
     return 0

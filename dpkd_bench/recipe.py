@@ -22,6 +22,7 @@ from dpkd_bench.config import build, did_you_mean, require
 from dpkd_bench.errors import RecipeError
 from dpkd_bench.methods import DEFAULT_METHODS
 from dpkd_bench.preflight import check_recipe
+from dpkd_bench.stats.board import StatsSettings
 from dpkd_bench.trackers import TRACKERS
 
 BUILTIN_RECIPES = ("synthetic", "synthetic-quick")
@@ -356,6 +357,8 @@ class Recipe:
     # working directory) or module names, loaded before the methods are checked.
     plugins: list[str] = field(default_factory=list)
     launcher: LauncherConfig = field(default_factory=LauncherConfig)
+    # How the leaderboard tests: correction (holm | bh | none), alpha, bootstrap resamples.
+    stats: StatsSettings = field(default_factory=StatsSettings)
 
     def __post_init__(self):
         require(

@@ -55,11 +55,11 @@ from dpkd_bench.report.scores import (
     with_gap_recovered,
     with_statistics,
 )
-from dpkd_bench.report.tables import MARKER, NO_VALUE, ablation_tables
+from dpkd_bench.report.tables import MARKER, NO_VALUE, ablation_tables, settings_of
 from dpkd_bench.report.teacher_fidelity import FIDELITY, fidelity_scores
 from dpkd_bench.report.view import RunView, load_run
 from dpkd_bench.results import RunDir, atomic_write_text
-from dpkd_bench.stats import N_RESAMPLES
+from dpkd_bench.stats import StatsSettings
 
 __all__ = [
     "BASELINES_DIR",
@@ -103,13 +103,17 @@ def all_plots(view: RunView, board: pd.DataFrame) -> dict[str, Plot]:
     return plots
 
 
-def render(run_dir: str | Path, n_resamples: int = N_RESAMPLES) -> list[Path]:
-    """(Re)write leaderboard.csv/.md/.tex, families.csv, report.html and plots/*.png."""
+def render(run_dir: str | Path, settings: StatsSettings | None = None) -> list[Path]:
+    """(Re)write leaderboard.csv/.md/.tex, families.csv, report.html and plots/*.png.
+
+    ``settings``: the statistics' settings; by default the run's own (its recipe's ``stats``).
+    """
     run = RunDir(run_dir)
     view = load_run(run)
+    settings = settings or settings_of(view)
     examples = example_scores(view)
-    board = with_statistics(leaderboard(view), examples, n_resamples)
-    board = with_gap_recovered(board, examples, n_resamples)
+    board = with_statistics(leaderboard(view), examples, settings)
+    board = with_gap_recovered(board, examples, settings.n_resamples)
     plots = all_plots(view, board)
     texts = {
         "leaderboard.csv": with_lm_eval(board, view).to_csv(index=False, lineterminator="\n"),

@@ -31,6 +31,11 @@ from dpkd_bench.report.tables import (
     gap_note,
     gap_rows,
     interval_legend,
+    provenance,
+    rank_header,
+    rank_legend,
+    rank_rows,
+    settings_of,
     significance_legend,
     smoke_banner,
     table_header,
@@ -86,8 +91,14 @@ def html_leaderboard(view: RunView, board: pd.DataFrame) -> str:
     if board.empty:
         parts.append("<p>No finished units yet.</p>")
     else:
-        parts.append(html_table(table_header(eval_sets), table_rows(board, eval_sets)))
-        parts.append(f"<p>{esc(significance_legend(board))} {esc(interval_legend())}</p>")
+        rows = table_rows(board, eval_sets, settings_of(view).alpha)
+        parts.append(html_table(table_header(eval_sets), rows))
+        legends = f"{significance_legend(view, board)} {interval_legend(view)}"
+        parts.append(f"<p>{esc(legends)}</p>")
+        ranks = rank_rows(board, eval_sets)
+        if ranks:
+            parts += ["<h2>Ranks and tiers</h2>", f"<p>{esc(rank_legend(view, board))}</p>"]
+            parts.append(html_grid(rank_header(eval_sets), ranks))
     left_out = not_scored_lines(view)
     if left_out:
         items = "".join(f"<li>{esc(line)}</li>" for line in left_out)
@@ -193,7 +204,7 @@ def render_html(view: RunView, board: pd.DataFrame, plots: dict[str, Plot]) -> s
     body = [
         f"<h1>{esc(title)}</h1>",
         f'<p class="smoke">{esc(smoke_banner(view))}</p>' if view.smoke else "",
-        f"<p>Recipe: <b>{esc(view.recipe_name)}</b></p>",
+        f"<p>Recipe: <b>{esc(view.recipe_name)}</b>. {esc(provenance(view))}</p>",
         html_leaderboard(view, board),
         html_gap(board),
         html_ablations(ablation_tables(board)) if not board.empty else "",

@@ -16,6 +16,7 @@ from dpkd_bench.report.tables import (
     board_eval_sets,
     gap_note,
     gap_rows,
+    settings_of,
     significance_legend,
     smoke_banner,
     table_rows,
@@ -59,7 +60,7 @@ def latex_cell(cell: Cell, reference: bool) -> str:
     return text + (latex_text(MARKER) if cell.marker else "")
 
 
-def latex_table(board: pd.DataFrame, eval_sets: list[str]) -> list[str]:
+def latex_table(board: pd.DataFrame, eval_sets: list[str], alpha: float) -> list[str]:
     width = len(SCORES)
     groups = " & ".join(rf"\multicolumn{{{width}}}{{c}}{{{latex_text(e)}}}" for e in eval_sets)
     rules = " ".join(
@@ -74,7 +75,7 @@ def latex_table(board: pd.DataFrame, eval_sets: list[str]) -> list[str]:
         rf"Method & Seeds & {labels} \\",
         r"\midrule",
     ]
-    return lines + latex_rows(table_rows(board, eval_sets))
+    return lines + latex_rows(table_rows(board, eval_sets, alpha))
 
 
 def latex_rows(rows: list[Row]) -> list[str]:
@@ -112,7 +113,7 @@ def render_latex(view: RunView, board: pd.DataFrame) -> str:
     """A booktabs table of the leaderboard (needs \\usepackage{booktabs})."""
     caption = f"{view.recipe_name}: {LEGEND}"
     if not board.empty:
-        caption += " " + significance_legend(board)
+        caption += " " + significance_legend(view, board)
     if view.smoke:
         caption = f"{smoke_banner(view)} {caption}"
     lines = [
@@ -125,6 +126,6 @@ def render_latex(view: RunView, board: pd.DataFrame) -> str:
     if board.empty:
         lines.append(r"No finished units yet.")
     else:
-        lines += latex_table(board, board_eval_sets(board))
+        lines += latex_table(board, board_eval_sets(board), settings_of(view).alpha)
     lines += [rf"\caption{{{latex_text(caption)}}}", r"\end{table}", *latex_gap(board)]
     return "\n".join(lines) + "\n"

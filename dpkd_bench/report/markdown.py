@@ -20,6 +20,12 @@ from dpkd_bench.report.tables import (
     board_eval_sets,
     gap_note,
     gap_rows,
+    interval_legend,
+    provenance,
+    rank_header,
+    rank_legend,
+    rank_rows,
+    settings_of,
     significance_legend,
     smoke_banner,
     table_header,
@@ -60,6 +66,14 @@ def markdown_grid(header: list[str], rows: list[list[str]], left: int = 1) -> li
         "|" + " --- |" * left + " ---: |" * (len(header) - left),
     ]
     return lines + ["| " + " | ".join(md_text(c) for c in row) + " |" for row in rows]
+
+
+def markdown_ranks(view: RunView, board: pd.DataFrame, eval_sets: list[str]) -> list[str]:
+    rows = rank_rows(board, eval_sets)
+    if not rows:
+        return []
+    legend = rank_legend(view, board)
+    return ["", "## Ranks and tiers", "", legend, "", *markdown_grid(rank_header(eval_sets), rows)]
 
 
 def markdown_gap(board: pd.DataFrame) -> list[str]:
@@ -129,12 +143,14 @@ def render_markdown(view: RunView, board: pd.DataFrame) -> str:
     lines = [f"# dpkd-bench leaderboard: {md_text(view.recipe_name)}", ""]
     banner = smoke_banner(view)
     lines += [f"> **{md_text(banner)}**", ""] if banner else []
-    lines += [LEGEND, ""]
+    lines += [provenance(view), "", LEGEND, ""]
     if board.empty:
         lines.append("No finished units yet.")
     else:
-        lines += markdown_table(table_header(eval_sets), table_rows(board, eval_sets))
-        lines += ["", significance_legend(board)]
+        rows = table_rows(board, eval_sets, settings_of(view).alpha)
+        lines += markdown_table(table_header(eval_sets), rows)
+        lines += ["", significance_legend(view, board), "", interval_legend(view)]
+        lines += markdown_ranks(view, board, eval_sets)
     lines += markdown_gap(board)
     lines += markdown_ablations(ablation_tables(board)) if not board.empty else []
     lines += markdown_fidelity(view)

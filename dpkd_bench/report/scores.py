@@ -8,9 +8,10 @@ import pandas as pd
 from dpkd_bench.errors import UserError
 from dpkd_bench.methods import REFERENCE_METHOD
 from dpkd_bench.report.view import RunView, display_order, load_run, unit_example_scores
-from dpkd_bench.results import METRICS, RunDir, read_json
+from dpkd_bench.results import METRICS, REFERENCE_ROWS, RunDir, read_json
 from dpkd_bench.stats import (
     N_RESAMPLES,
+    StatsSettings,
     example_statistics,
     gap_columns,
     gap_recovered,
@@ -133,13 +134,22 @@ def reference_method(board: pd.DataFrame) -> str | None:
     return REFERENCE_METHOD if REFERENCE_METHOD in set(board["method"]) else None
 
 
+def ranked_methods(board: pd.DataFrame) -> list[str]:
+    """The methods that get ranks and tiers: every trained one (not the reference rows)."""
+    return [m for m in dict.fromkeys(board["method"]) if m not in REFERENCE_ROWS]
+
+
 def with_statistics(
-    board: pd.DataFrame, examples: pd.DataFrame, n_resamples: int = N_RESAMPLES
+    board: pd.DataFrame, examples: pd.DataFrame, settings: StatsSettings | None = None
 ) -> pd.DataFrame:
-    """The leaderboard with bootstrap intervals and paired p-values appended (NaN if none)."""
-    statistics = example_statistics(examples, SCORE_KEYS, reference_method(board), n_resamples)
+    """The leaderboard with two-level intervals, tests against the reference (raw and
+    corrected p-values), rank intervals and tiers appended (NaN or "" where none apply)."""
+    statistics = example_statistics(
+        examples, SCORE_KEYS, reference_method(board), ranked_methods(board), settings
+    )
     merged = board.merge(statistics, on=["method", "eval_set"], how="left", sort=False)
-    merged["reference"] = merged["reference"].fillna("")
+    for column in ("reference", *(f"{k}_{end}" for k in SCORE_KEYS for end in ("test", "tier"))):
+        merged[column] = merged[column].fillna("")
     merged["n_examples"] = merged["n_examples"].astype("Int64")
     return merged[[*LEADERBOARD_COLUMNS, *STATISTICS_COLUMNS]]
 

@@ -11,7 +11,14 @@ import pandas as pd
 from dpkd_bench.report.scores import PRIMARY, REFERENCE_METHOD, SCORES, TEACHER, reference_method
 from dpkd_bench.report.view import RunView
 from dpkd_bench.results import REFERENCE_ROWS
-from dpkd_bench.stats import ALPHA, N_RESAMPLES, format_interval, format_mean_std, is_significant
+from dpkd_bench.stats import (
+    CORRECTION_NAMES,
+    StatsSettings,
+    format_interval,
+    format_mean_std,
+    is_significant,
+)
+from dpkd_bench.stats.significance import EXAMPLES_ONLY
 from dpkd_bench.variants import parse_variant
 
 MARKER = "†"  # significant difference from the reference method
@@ -22,8 +29,8 @@ NO_VALUE = "—"
 class Cell:
     text: str
     best: bool = False
-    marker: bool = False  # significantly different from the reference method
-    interval: str = ""  # 95% bootstrap interval over examples, as text
+    marker: bool = False  # differs from the reference method (corrected p-value)
+    interval: str = ""  # 95% two-level bootstrap interval, as text
 
 
 @dataclass(frozen=True)
@@ -48,6 +55,23 @@ def best_means(board: pd.DataFrame) -> dict[tuple[str, str], float]:
     return best
 
 
+def winners(board: pd.DataFrame) -> dict[tuple[str, str], float | None]:
+    """The bolded mean per (eval_set, score): the best student's, when it is alone in the top
+    tier (letter "a"), else None (nothing bold). Without tiers (no per-example scores), the
+    best mean, as before tiers existed."""
+    best = best_means(board)
+    for key, _ in SCORES:
+        tier_column = f"{key}_tier"
+        if tier_column not in board.columns:
+            continue
+        students = board[~board["method"].isin(REFERENCE_ROWS)]
+        for eval_set, group in students.groupby("eval_set", sort=False):
+            letters = group[tier_column].fillna("").astype(str)
+            if (letters != "").any() and (letters.str.contains("a")).sum() != 1:
+                best[(eval_set, key)] = None
+    return best
+
+
 def table_header(eval_sets: list[str]) -> list[str]:
     return ["method", "seeds"] + [f"{e} {label}" for e in eval_sets for _, label in SCORES]
 
@@ -63,20 +87,22 @@ def seed_counts(group: pd.DataFrame) -> str:
     return "/".join(str(n) for n in sorted(set(group["n_seeds"])))
 
 
-def score_cell(record: pd.Series, key: str, best: float | None, reference: bool) -> Cell:
+def score_cell(
+    record: pd.Series, key: str, best: float | None, reference: bool, alpha: float
+) -> Cell:
     """One table cell: mean ± std, best flag, significance marker and bootstrap interval."""
     mean = record[f"{key}_mean"]
     low, high = (float_value(record, f"{key}_ci_{end}") for end in ("low", "high"))
     return Cell(
         format_score(mean, record[f"{key}_std"]),
-        best=not reference and round(mean, 2) == best,
-        marker=is_significant(float_value(record, f"{key}_p_vs_reference")),
+        best=not reference and best is not None and round(mean, 2) == best,
+        marker=is_significant(float_value(record, f"{key}_p_adjusted"), alpha),
         interval=format_interval(low, high),
     )
 
 
-def table_rows(board: pd.DataFrame, eval_sets: list[str]) -> list[Row]:
-    best = best_means(board)
+def table_rows(board: pd.DataFrame, eval_sets: list[str], alpha: float) -> list[Row]:
+    best = winners(board)
     rows = []
     for method, group in board.groupby("method", sort=False):
         by_set = group.set_index("eval_set")
@@ -88,7 +114,7 @@ def table_rows(board: pd.DataFrame, eval_sets: list[str]) -> list[Row]:
                     cells.append(Cell(NO_VALUE))
                     continue
                 record = by_set.loc[eval_set]
-                cells.append(score_cell(record, key, best.get((eval_set, key)), reference))
+                cells.append(score_cell(record, key, best.get((eval_set, key)), reference, alpha))
         rows.append(Row(method, reference, seed_counts(group), cells))
     return rows
 
@@ -98,30 +124,126 @@ def board_eval_sets(board: pd.DataFrame) -> list[str]:
 
 
 LEGEND = (
-    "Mean ± sample std over training seeds (n/a: one seed). Higher is better. Best student "
-    "per column in bold; teacher and student_init are references (italic, not ranked)."
+    "Mean ± sample std over training seeds (n/a: one seed). Higher is better. The best "
+    "student of a column is in bold only when it is alone in the top tier (see Ranks and "
+    "tiers); teacher and student_init are references (italic, not ranked)."
 )
 
 
-def significance_legend(board: pd.DataFrame) -> str:
-    """What the marker means, or why there is none."""
+def settings_of(view: RunView) -> StatsSettings:
+    """The run's ``stats`` settings (its manifest's recipe; the defaults for older runs)."""
+    return StatsSettings.from_recipe(view.manifest.get("recipe"))
+
+
+def count_tests(board: pd.DataFrame) -> tuple[int, int]:
+    """(tests against the reference, of which over examples only) in the board."""
+    tests = [board[f"{key}_test"] for key, _ in SCORES if f"{key}_test" in board.columns]
+    values = [str(v) for column in tests for v in column.fillna("") if str(v)]
+    return len(values), sum(v == EXAMPLES_ONLY for v in values)
+
+
+def significance_legend(view: RunView, board: pd.DataFrame) -> str:
+    """What the marker means (test, correction, number of comparisons), or why there is none."""
     reference = reference_method(board)
     if reference is None:
         return (
             f"No significance markers: the reference method '{REFERENCE_METHOD}' has no "
             "scores in this run."
         )
+    settings = settings_of(view)
+    total, examples_only = count_tests(board)
+    correction = CORRECTION_NAMES[settings.correction]
+    if settings.correction == "none":
+        level = f"unadjusted p < {settings.alpha:g} (no correction for the {total} comparisons"
+    else:
+        level = (
+            f"{correction}-adjusted p < {settings.alpha:g} ({correction} over the {total} "
+            "comparisons"
+        )
+    text = (
+        f"{MARKER} differs from {reference} at {level} of this table: methods × eval sets × "
+        "scores against the reference). Test: two-level t-test over training seeds and "
+        "examples (seeds paired when both ran the same seeds; Welch-Satterthwaite degrees of "
+        "freedom); leaderboard.csv has raw and adjusted p-values and the test of each."
+    )
+    if examples_only:
+        text += (
+            f" {examples_only} of the {total} tests cover example noise only (one training "
+            "seed on both sides)."
+        )
+    return text
+
+
+def interval_legend(view: RunView) -> str:
     return (
-        f"{MARKER} differs from {reference} at p < {ALPHA:g}: two-sided paired sign-flip "
-        f"permutation test over the examples both were scored on ({N_RESAMPLES} resamples; "
-        "each example's score averaged over training seeds first)."
+        "Brackets: 95% percentile interval of the mean from a two-level bootstrap "
+        f"({settings_of(view).n_resamples} resamples, fixed seed): examples drawn with "
+        "replacement, and each method's training seeds drawn with replacement."
     )
 
 
-def interval_legend() -> str:
+def provenance(view: RunView) -> str:
+    """One line: where the numbers come from (commit and tree state, threads, seeds, times,
+    decoding, correction)."""
+    manifest = view.manifest
+    commit = str(manifest.get("git_commit") or "unknown")
+    modified = commit.endswith("+dirty")
+    tree = "from a MODIFIED tree (uncommitted changes)" if modified else "clean tree"
+    threads = manifest.get("threads") or {}
+    thread_text = (
+        f"{threads.get('torch')} torch threads (OMP_NUM_THREADS={threads.get('OMP_NUM_THREADS')})"
+        if threads
+        else "threads not recorded"
+    )
+    recipe = manifest.get("recipe") if isinstance(manifest.get("recipe"), dict) else {}
+    decoding = (recipe.get("eval") or {}).get("decoding", "?")
+    per_seed = (recipe.get("student") or {}).get("init_per_seed", False)
+    init = "one student_init per seed" if per_seed else "one student_init shared by all seeds"
+    seeds = ", ".join(str(s) for s in manifest.get("seeds", []))
     return (
-        f"Brackets: 95% percentile bootstrap interval of the mean over examples ({N_RESAMPLES} "
-        "resamples, fixed seed; per-example scores averaged over training seeds first)."
+        f"Run at commit {commit.removesuffix('+dirty')[:12]}, {tree}; {thread_text}; seeds "
+        f"{seeds or '?'} ({init}); {decoding} decoding; started {manifest.get('started')}, "
+        f"finished {manifest.get('finished') or 'not finished'}."
+    )
+
+
+def rank_header(eval_sets: list[str]) -> list[str]:
+    return ["method"] + [f"{e} {label}" for e in eval_sets for _, label in SCORES]
+
+
+def rank_rows(board: pd.DataFrame, eval_sets: list[str]) -> list[list[str]]:
+    """Per ranked method: ``"rank [low-high] letters"`` per (eval set, score)."""
+    rows = []
+    students = board[~board["method"].isin(REFERENCE_ROWS)]
+    for method, group in students.groupby("method", sort=False):
+        by_set = group.set_index("eval_set")
+        cells = [method]
+        for eval_set in eval_sets:
+            for key, _ in SCORES:
+                record = by_set.loc[eval_set] if eval_set in by_set.index else None
+                cells.append(rank_text(record, key))
+        rows.append(cells)
+    return rows
+
+
+def rank_text(record: pd.Series | None, key: str) -> str:
+    if record is None or pd.isna(record.get(f"{key}_rank")):
+        return NO_VALUE
+    rank, low, high = (int(record[f"{key}_rank{end}"]) for end in ("", "_low", "_high"))
+    return f"{rank} [{low}–{high}] {record.get(f'{key}_tier') or ''}".strip()
+
+
+def rank_legend(view: RunView, board: pd.DataFrame) -> str:
+    settings = settings_of(view)
+    count = len(set(board[~board["method"].isin(REFERENCE_ROWS)]["method"]))
+    pairs = count * (count - 1) // 2
+    pairs_text = f"{pairs} pair{'s' if pairs != 1 else ''}"
+    return (
+        "Rank of the mean (1 = best) and its 95% interval over the two-level bootstrap "
+        f"({settings.n_resamples} resamples), then the tier letters: methods that share a letter "
+        f"are not separated by the pairwise two-level tests ({pairs_text} per column, "
+        f"{CORRECTION_NAMES[settings.correction]}-corrected within the column, adjusted p < "
+        f"{settings.alpha:g}); letter a holds the best mean."
     )
 
 

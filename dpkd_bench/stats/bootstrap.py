@@ -1,4 +1,5 @@
-"""Statistics for the leaderboard: spread over training seeds, intervals and paired tests.
+"""Spread over training seeds, bootstrap intervals over examples, the paired permutation test
+and the gap recovered.
 
 Pure functions over numbers and tables (numpy, pandas); no file I/O and no models.
 
@@ -7,16 +8,12 @@ Pure functions over numbers and tables (numpy, pandas); no file I/O and no model
   never 0.
 * **95% bootstrap interval over examples** (:func:`bootstrap_ci`): percentile interval of the
   mean score, resampling examples with replacement ``n_resamples`` times (default 1,000) from a
-  fixed seed, so that a report renders the same bytes every time. With several training
-  seeds, each example's score is first averaged over the seeds (:func:`example_means`), so the
-  interval is over examples of the seed-averaged model, not over (seed, example) pairs.
-* **Paired test against a reference method** (:func:`paired_permutation_test`): a two-sided
-  paired sign-flip permutation test (approximate randomisation) on the per-example differences
-  ``method - reference`` over the examples both were scored on. Under the null hypothesis the
-  sign of each difference is exchangeable; the p-value is
-  ``(1 + #{resamples with |mean of sign-flipped differences| >= |observed mean|}) /
-  (1 + n_resamples)``, so it is never 0, and it is exactly 1 when the two methods score every
-  example the same.
+  fixed seed, so that a report renders the same bytes every time. (The leaderboard's intervals
+  resample training seeds too: :mod:`dpkd_bench.stats.ranks`.)
+* **Paired sign-flip permutation test** (:func:`paired_permutation_test`) on per-example
+  differences: ``(1 + #{resamples as extreme}) / (1 + n_resamples)``, so never below
+  ``1 / (1 + n_resamples)``. It covers example noise only; the leaderboard uses
+  :func:`dpkd_bench.stats.significance.two_level_test` instead.
 * **Gap recovered** (:func:`gap_recovered`, :func:`gap_recovered_ci`): the share of the
   ``ceiling - floor`` gap (teacher minus sft) a method closes, ``(method - floor) / (ceiling -
   floor)`` on mean scores: 1 reaches the ceiling, 0 is no better than the floor, negative is
@@ -198,75 +195,6 @@ def align_examples(*series: pd.Series) -> list[np.ndarray]:
     for other in series[1:]:
         common = common.intersection(other.index, sort=False)
     return [s.loc[common].to_numpy(float) for s in series]
-
-
-def pair_with_reference(method: pd.Series, reference: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """Scores of the examples (ids) both Series hold, aligned by id."""
-    scores, reference_scores = align_examples(method, reference)
-    return scores, reference_scores
-
-
-def group_statistics(
-    group: pd.DataFrame,
-    reference: pd.DataFrame | None,
-    keys: Sequence[str],
-    n_resamples: int = N_RESAMPLES,
-    seed: int = SEED,
-) -> dict:
-    """Intervals (and p-values against ``reference``, if given) of one (method, eval set).
-
-    ``group`` and ``reference`` hold one row per (seed, example): columns id and ``keys``.
-    """
-    row: dict = {"n_examples": group["id"].nunique()}
-    for key in keys:
-        means = example_means(group, key).to_numpy(float)
-        low, high = bootstrap_ci(means, n_resamples, seed=seed)
-        row[f"{key}_ci_low"], row[f"{key}_ci_high"] = low, high
-    for key in keys:
-        p_value = math.nan
-        if reference is not None:
-            pairs = pair_with_reference(example_means(group, key), example_means(reference, key))
-            p_value = paired_permutation_test(*pairs, n_resamples=n_resamples, seed=seed)
-        row[f"{key}_p_vs_reference"] = p_value
-    return row
-
-
-def example_statistics(
-    examples: pd.DataFrame,
-    keys: Sequence[str],
-    reference: str | None,
-    n_resamples: int = N_RESAMPLES,
-    seed: int = SEED,
-) -> pd.DataFrame:
-    """Bootstrap intervals and paired p-values per (method, eval_set).
-
-    ``examples`` has one row per (method, seed, eval_set, example): columns method, seed,
-    eval_set, id and every name in ``keys``. Returns the columns of :func:`statistics_columns`:
-    method, eval_set, n_examples, ``<key>_ci_low``, ``<key>_ci_high`` per key, ``reference``
-    (the method tested against, "" when untested) and ``<key>_p_vs_reference`` (NaN for the
-    reference itself, or when the reference has no scores on that eval set).
-    """
-    rows = []
-    for (method, eval_set), group in examples.groupby(["method", "eval_set"], sort=False):
-        same_set = examples[(examples["method"] == reference) & (examples["eval_set"] == eval_set)]
-        tested = method != reference and not same_set.empty
-        stats = group_statistics(group, same_set if tested else None, keys, n_resamples, seed)
-        rows.append(
-            {
-                "method": method,
-                "eval_set": eval_set,
-                "reference": reference if tested else "",
-                **stats,
-            }
-        )
-    return pd.DataFrame(rows, columns=statistics_columns(keys))
-
-
-def statistics_columns(keys: Sequence[str]) -> list[str]:
-    """Column order of :func:`example_statistics`."""
-    intervals = [f"{key}_ci_{end}" for key in keys for end in ("low", "high")]
-    tests = [f"{key}_p_vs_reference" for key in keys]
-    return ["method", "eval_set", "n_examples", *intervals, "reference", *tests]
 
 
 def gap_columns(keys: Sequence[str]) -> list[str]:

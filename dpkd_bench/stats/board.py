@@ -1,0 +1,185 @@
+"""The statistics of one leaderboard: per (method, eval set) a two-level bootstrap interval,
+the test against the reference method with its p-value raw and corrected across the
+leaderboard's family, and per (eval set, score) each ranked method's rank interval and tier.
+
+The family of the tests against the reference is every (method, eval set, score) the
+leaderboard tests: one correction over all of them. The tiers of one (eval set, score) come
+from the pairwise tests of its ranked methods, corrected within that column.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from dpkd_bench.config import require
+from dpkd_bench.stats.bootstrap import ALPHA, CONFIDENCE, N_RESAMPLES, SEED, percentile_interval
+from dpkd_bench.stats.ranks import letter_display, rank_intervals, two_level_means
+from dpkd_bench.stats.significance import CORRECTIONS, adjust, two_level_test
+
+
+@dataclass
+class StatsSettings:
+    """How a leaderboard tests (the recipe's ``stats`` section; the report reads it from the
+    run's manifest)."""
+
+    correction: str = "holm"  # holm | bh | none, across the leaderboard's family of tests
+    alpha: float = ALPHA  # level of the markers and of the tiers, after correction
+    n_resamples: int = N_RESAMPLES  # of the two-level bootstrap (intervals, ranks)
+
+    def __post_init__(self):
+        require(self.correction in CORRECTIONS, "correction", f"must be one of {CORRECTIONS}")
+        require(0 < self.alpha < 1, "alpha", "must be in (0, 1)")
+        require(self.n_resamples >= 100, "n_resamples", "must be >= 100")
+
+    @classmethod
+    def from_recipe(cls, recipe: dict | None) -> StatsSettings:
+        """The settings of a manifest's recipe; the defaults when it has none (older runs)."""
+        section = (recipe or {}).get("stats") if isinstance(recipe, dict) else None
+        return cls(**section) if isinstance(section, dict) else cls()
+
+
+def key_columns(key: str) -> dict[str, list[str]]:
+    """The columns one score adds: its interval, its test, its rank and tier."""
+    return {
+        "interval": [f"{key}_ci_low", f"{key}_ci_high"],
+        "test": [f"{key}_p_vs_reference", f"{key}_p_adjusted", f"{key}_test"],
+        "rank": [f"{key}_rank", f"{key}_rank_low", f"{key}_rank_high", f"{key}_tier"],
+    }
+
+
+def statistics_columns(keys: Sequence[str]) -> list[str]:
+    """Column order of :func:`example_statistics`."""
+    columns = ["method", "eval_set", "n_examples"]
+    columns += [c for key in keys for c in key_columns(key)["interval"]]
+    columns += ["reference"]
+    columns += [c for key in keys for c in key_columns(key)["test"]]
+    return columns + [c for key in keys for c in key_columns(key)["rank"]]
+
+
+def seed_matrices(group: pd.DataFrame, key: str) -> tuple[pd.Index, np.ndarray]:
+    """Example ids (first-appearance order, those every seed scored) and ``[S, n]`` scores,
+    one row per seed in ascending order."""
+    ids = pd.Index(pd.unique(group["id"]))
+    wide = group.pivot_table(index="seed", columns="id", values=key, aggfunc="mean")
+    wide = wide.reindex(columns=ids).dropna(axis=1)
+    return wide.columns, wide.to_numpy(float)
+
+
+def compare(method: pd.DataFrame, reference: pd.DataFrame, key: str):
+    """:func:`two_level_test` of ``method`` against ``reference`` on the examples both hold;
+    seeds paired when both ran the same two seeds or more."""
+    ids_a, a = seed_matrices(method, key)
+    ids_b, b = seed_matrices(reference, key)
+    common = ids_a.intersection(ids_b, sort=False)
+    a = a[:, ids_a.get_indexer(common)]
+    b = b[:, ids_b.get_indexer(common)]
+    paired = sorted(set(method["seed"])) == sorted(set(reference["seed"]))
+    return two_level_test(a, b, paired_seeds=paired)
+
+
+@dataclass
+class _Column:
+    """One (eval set, score): every method's ``[S, n]`` scores on the common examples."""
+
+    matrices: dict[str, np.ndarray]
+
+    @classmethod
+    def of(cls, groups: dict[str, pd.DataFrame], key: str) -> _Column:
+        shaped = {m: seed_matrices(g, key) for m, g in groups.items()}
+        common = None
+        for ids, _ in shaped.values():
+            common = ids if common is None else common.intersection(ids, sort=False)
+        return cls({m: s[:, ids.get_indexer(common)] for m, (ids, s) in shaped.items()})
+
+
+def column_statistics(
+    groups: dict[str, pd.DataFrame],
+    key: str,
+    ranked: list[str],
+    settings: StatsSettings,
+    seed: int,
+) -> dict[str, dict]:
+    """Interval, rank interval and tier of every method of one (eval set, score)."""
+    column = _Column.of(groups, key)
+    resampled = two_level_means(column.matrices, settings.n_resamples, seed)
+    out: dict[str, dict] = {}
+    for method, means in resampled.items():
+        low, high = percentile_interval(means, CONFIDENCE)
+        out[method] = {f"{key}_ci_low": low, f"{key}_ci_high": high}
+    ranked = [m for m in ranked if m in column.matrices]
+    observed = {m: float(column.matrices[m].mean()) for m in ranked}
+    ranks = rank_intervals(observed, {m: resampled[m] for m in ranked}, CONFIDENCE)
+    for row in ranks.itertuples(index=False):
+        out[row.method].update(
+            {
+                f"{key}_rank": row.rank,
+                f"{key}_rank_low": row.rank_low,
+                f"{key}_rank_high": row.rank_high,
+            }
+        )
+    for method, letters in tiers(groups, key, observed, settings).items():
+        out[method][f"{key}_tier"] = letters
+    return out
+
+
+def tiers(
+    groups: dict[str, pd.DataFrame], key: str, observed: dict[str, float], settings: StatsSettings
+) -> dict[str, str]:
+    """Letters of the ranked methods: pairwise tests, corrected within the column."""
+    pairs = list(itertools.combinations(observed, 2))
+    p_values = [compare(groups[a], groups[b], key).p_value for a, b in pairs]
+    adjusted = adjust(p_values, settings.correction)
+    different = [pair for pair, p in zip(pairs, adjusted, strict=True) if p < settings.alpha]
+    return letter_display(observed, different)
+
+
+def example_statistics(
+    examples: pd.DataFrame,
+    keys: Sequence[str],
+    reference: str | None,
+    ranked: Sequence[str] | None = None,
+    settings: StatsSettings | None = None,
+    seed: int = SEED,
+) -> pd.DataFrame:
+    """Intervals, tests, ranks and tiers per (method, eval_set).
+
+    ``examples`` has one row per (method, seed, eval_set, example): columns method, seed,
+    eval_set, id and every name in ``keys``. ``reference``: the method every other is tested
+    against (None: no tests). ``ranked``: the methods that get ranks and tiers (the others,
+    e.g. the teacher, get intervals and tests only; None: all). Returns the columns of
+    :func:`statistics_columns`; NaN or "" where a value does not apply.
+    """
+    settings = settings or StatsSettings()
+    if examples.empty:
+        return pd.DataFrame(columns=statistics_columns(keys))
+    rows: dict[tuple[str, str], dict] = {}
+    for eval_set, in_set in examples.groupby("eval_set", sort=False):
+        groups = {m: g for m, g in in_set.groupby("method", sort=False)}
+        chosen = list(groups) if ranked is None else [m for m in ranked if m in groups]
+        for method, group in groups.items():
+            tested = reference in groups and method != reference
+            row = {"method": method, "eval_set": eval_set, "n_examples": group["id"].nunique()}
+            row["reference"] = reference if tested else ""
+            for key in keys:
+                result = compare(group, groups[reference], key) if tested else None
+                row[f"{key}_p_vs_reference"] = result.p_value if result else np.nan
+                row[f"{key}_test"] = result.how if result else ""
+            rows[(method, eval_set)] = row
+        for key in keys:
+            for method, values in column_statistics(groups, key, chosen, settings, seed).items():
+                rows[(method, eval_set)].update(values)
+    table = pd.DataFrame(list(rows.values())).reindex(columns=statistics_columns(keys))
+    family = [f"{key}_p_vs_reference" for key in keys]
+    adjusted = adjust(table[family].to_numpy(float).ravel(), settings.correction)
+    table[[f"{key}_p_adjusted" for key in keys]] = adjusted.reshape(len(table), len(keys))
+    for key in keys:
+        table[f"{key}_tier"] = table[f"{key}_tier"].fillna("")
+        table[f"{key}_test"] = table[f"{key}_test"].fillna("")
+        for end in ("", "_low", "_high"):
+            table[f"{key}_rank{end}"] = table[f"{key}_rank{end}"].astype("Int64")
+    return table
