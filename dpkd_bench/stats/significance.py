@@ -86,8 +86,9 @@ def two_level_test(a, b, paired_seeds: bool = False) -> TestResult:
             f"{b.shape[1]} columns"
         )
     if paired_seeds and a.shape[0] != b.shape[0]:
-        raise ValueError(f"paired seeds need as many seeds on both sides: {a.shape[0]} and "
-                         f"{b.shape[0]}")
+        raise ValueError(
+            f"paired seeds need as many seeds on both sides: {a.shape[0]} and {b.shape[0]}"
+        )
     paired_seeds = paired_seeds and a.shape[0] >= 2
     seeded = paired_seeds or max(a.shape[0], b.shape[0]) >= 2
     how = SEEDS_PAIRED if paired_seeds else SEEDS_UNPAIRED if seeded else EXAMPLES_ONLY
