@@ -161,7 +161,18 @@ def cmd_report(args) -> int:
             )
         target = merge_runs(args.dirs, args.out)
     check_has_results(target)
-    for path in render(target):
+    paths = render(target)
+    if args.archive:
+        from dpkd_bench.report.archive import archive_run, differing_tables
+
+        archive = archive_run(target, args.archive)
+        paths = render(archive)
+        differ = differing_tables(target, archive)
+        if differ:
+            raise RuntimeError(
+                f"the archive {archive} renders other tables than {target}: {', '.join(differ)}"
+            )
+    for path in paths:
         print(path)
     return 0
 
@@ -267,6 +278,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("dirs", nargs="+", metavar="DIR")
     report.add_argument("--out", help="merge the DIRs (same data, teacher, student_init) here")
+    report.add_argument(
+        "--archive",
+        metavar="DIR",
+        help="also copy what the report reads (manifest, per-unit metrics and per-example "
+        "scores, logs, the generations shown; no weights) into DIR, a report to check in "
+        "that `dpkd-bench report DIR` re-renders to the same tables",
+    )
     report.set_defaults(func=cmd_report)
     ls.set_defaults(func=cmd_ls)
     validate.add_argument("recipe")

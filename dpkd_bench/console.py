@@ -57,6 +57,11 @@ def log(message: str) -> None:
     print(f"[dpkd-bench] {message}", file=sys.stderr, flush=True)
 
 
+def warn(message: str) -> None:
+    """One ``warning:`` line on stderr, printed even with ``--quiet``."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
 def clock(seconds: float) -> str:
     """``4m05s``, or ``1h02m`` from an hour."""
     minutes, secs = divmod(int(round(seconds)), 60)

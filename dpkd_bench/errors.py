@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -73,3 +74,25 @@ class Terminated(KeyboardInterrupt):
     def __init__(self, step: int):
         super().__init__(f"terminated (SIGTERM) after step {step}, its checkpoint written")
         self.step = step
+
+
+DISK_FULL_TEXTS = ("no space left on device", "os error 28", "storagefull")
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """Whether ``err`` (an OSError, or a library's wrapper of one, such as safetensors'
+    SafetensorError) says the disk is full."""
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(err).lower()
+    return any(marker in text for marker in DISK_FULL_TEXTS)
+
+
+def describe_error(err: BaseException) -> str:
+    """One line naming an error's real cause: ``"no space left on device"`` for a full disk,
+    whichever library reported it, else ``"<Type>: <first line of the message>"``."""
+    if is_disk_full(err):
+        where = getattr(err, "filename", None)
+        return "no space left on device" + (f" (writing {where})" if where else "")
+    first = (str(err).splitlines() or [""])[0][:300]
+    return f"{type(err).__name__}: {first}" if first else type(err).__name__

@@ -277,7 +277,8 @@ class Manifest:
         parts = []
         if failed:
             recorded = self.run_dir.load_manifest().get("units", {})
-            kinds = [(recorded.get(key, {}).get("error") or "?").split(":")[0] for key in failed]
+            errors = [recorded.get(key, {}).get("error") or "?" for key in failed]
+            kinds = [error.split(":")[0].split(" (")[0] for error in errors]
             named = [f"{key} ({kind})" for key, kind in zip(failed, kinds, strict=True)]
             parts.append(
                 f"{len(failed)} of {units} units failed: {', '.join(named)}; their errors are in "

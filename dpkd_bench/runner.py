@@ -44,7 +44,7 @@ from dpkd_bench.checkpoint import (
     trim_log,
 )
 from dpkd_bench.console import log
-from dpkd_bench.errors import UserError
+from dpkd_bench.errors import UserError, describe_error, is_disk_full
 from dpkd_bench.evaluation import Evaluator
 from dpkd_bench.lock import run_lock
 from dpkd_bench.manifest import Manifest, plain_recipe, thread_settings
@@ -171,12 +171,12 @@ class Runner(SharedStage):
         except Exception as err:  # one failing unit must not lose the others
             failure = {
                 "state": "failed",
-                "error": f"{type(err).__name__}: {err}",
+                "error": describe_error(err),
                 "wall_s": round(time.time() - start, 2),
             }
             if self.procs.main:  # no barrier: a process failing alone must not wait for the others
                 record(name, seed, failure)
-            log(f"{name} seed {seed}: FAILED ({type(err).__name__}: {err})")
+            log(f"{name} seed {seed}: FAILED ({describe_error(err)})")
             return False
         wall = time.time() - start
         done = {"state": "done", "error": None, "wall_s": round(wall, 2)}
@@ -247,12 +247,13 @@ class Runner(SharedStage):
         """Close the manifest and render the report; the report's error, if it failed."""
         from dpkd_bench.report import render
 
-        self.manifest.finish(total)
         try:
+            self.manifest.finish(total)
             self.manifest.timed("report", render, self.run_dir.root)
         except Exception as err:  # the results are on disk; `dpkd-bench report` redoes this
-            traceback.print_exc()
-            return f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:200]}"
+            if not isinstance(err, OSError) and not is_disk_full(err):
+                traceback.print_exc()  # an internal fault: the trace is for its bug report
+            return describe_error(err)
         log(f"done in {total:.1f}s: {self.run_dir.root / 'leaderboard.md'}")
         return None
 

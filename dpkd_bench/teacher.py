@@ -25,6 +25,7 @@ from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 
+from dpkd_bench.cache_check import discard, intact, is_sealed, seal
 from dpkd_bench.console import log
 from dpkd_bench.data.prepare import PreparedData
 from dpkd_bench.generate import generate_ids
@@ -113,7 +114,7 @@ class TeacherSource:
         if cfg.model.name_or_path:
             return freeze(load_pretrained(cfg.model.name_or_path, cfg.model))
         key, path = teacher_key(self.recipe, data), self.dir
-        if self.procs.from_main((path / "model.safetensors").is_file()):
+        if self.procs.from_main(self.cached_teacher_ok(path) if self.procs.main else None):
             log(f"teacher: cached at {path}")
             return freeze(load_pretrained(path, cfg.model))
         shipped = shipped_teacher(key)
@@ -121,6 +122,7 @@ class TeacherSource:
             log(f"teacher: shipped with the package ({shipped}), key {key}")
             model = load_pretrained(shipped, cfg.model).float()
             self.procs.publish_model(model, data.tokenizer, path)
+            self.procs.on_main(seal, path)
             return freeze(model)
         log(f"teacher: training {cfg.model.n_layer}x{cfg.model.n_embd} for {cfg.train.steps} steps")
         seed = self.recipe.data.seed
@@ -130,7 +132,25 @@ class TeacherSource:
         job = Training(method, model, cfg.train, data.train_items, seed, desc="teacher sft")
         fit(self.procs, job, data.tokenizer, self.recipe.sampling)
         self.procs.publish_model(model, data.tokenizer, path)
+        self.procs.on_main(seal, path)
         return freeze(model)
+
+    def cached_teacher_ok(self, path: Path) -> bool:
+        """Whether an intact teacher is cached at ``path``. A damaged entry (its checksums;
+        for an entry written before checksums, weights that do not load) is removed, to be
+        rebuilt; an older entry that loads is sealed now."""
+        what = "the teacher"
+        if not (intact(path, what) and (path / "model.safetensors").is_file()):
+            return False
+        if is_sealed(path):
+            return True
+        try:
+            load_pretrained(path, self.recipe.teacher.model)
+        except Exception as err:  # a damaged file raises anything: header, decode, I/O
+            discard(path, what, f"{type(err).__name__}: {' '.join(str(err).split())[:120]}")
+            return False
+        seal(path)
+        return True
 
     def samples(self, teacher) -> list[tuple[int, ...]]:
         """Teacher responses for every training prompt, sampled once and cached on disk."""
@@ -138,12 +158,13 @@ class TeacherSource:
         procs, data = self.procs, self.data
         path = self.cache / self.samples_name
         shipped = SHIPPED_TEACHER / path.name
-        if procs.from_main(not path.is_file() and shipped.is_file()):
+        if procs.from_main(not intact(path, "the teacher-samples file") and shipped.is_file()):
             log(f"teacher samples: shipped with the package ({shipped})")
             procs.on_main(atomic_write_bytes, path, shipped.read_bytes())
+            procs.on_main(seal, path)
         if procs.count > 1 and not path.is_file():
             path = path.with_name(f"{path.stem}-{procs.count}proc.jsonl")
-        path, cached = procs.from_main((path, path.is_file()))
+        path, cached = procs.from_main((path, intact(path, "the teacher-samples file")))
         if cached:
             log(f"teacher samples: cached at {path}")
             with open(path, encoding="utf-8") as handle:
@@ -160,6 +181,7 @@ class TeacherSource:
             keep_eos=True,
         )
         procs.on_main(write_jsonl, path, ids)
+        procs.on_main(seal, path)
         return [tuple(r) for r in ids]
 
     def attach_caches(self, methods, teacher, samples) -> None:

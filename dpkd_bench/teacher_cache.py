@@ -52,6 +52,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dpkd_bench.cache_check import intact, seal
 from dpkd_bench.data.collate import IGNORE, collate_pairs
 from dpkd_bench.methods.base import response_logits
 
@@ -323,7 +324,7 @@ def build_cache(
         raise ValueError(f"k must be in [1, {vocab - 1}] (below the vocabulary), got {k}")
     key = cache_key(teacher_id or model_fingerprint(teacher), items, k)
     final = Path(path) / f"teacher-topk-{key}"
-    if (final / MANIFEST).is_file():
+    if intact(final, "the teacher-logit cache") and (final / MANIFEST).is_file():
         return load_cache(final, items)
     tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -345,6 +346,7 @@ def build_cache(
         "items_hash": items_hash(items),
     }
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    seal(tmp)
     try:
         os.replace(tmp, final)
     except OSError:  # another process finished the same cache first

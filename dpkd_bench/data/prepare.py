@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dpkd_bench.cache_check import discard, intact, seal
 from dpkd_bench.data import synthetic
 from dpkd_bench.data.collate import encode_pair, encode_prompt
 from dpkd_bench.data.example import Example
@@ -100,10 +101,14 @@ def get_tokenizer(recipe: Recipe, train: Sequence[Example], cache_dir: Path):
     texts = [e.prompt + e.response for e in train]
     key = text_hash([*texts, str(recipe.tokenizer.vocab_size)])
     path = cache_dir / f"tokenizer-{key}"
-    if path.is_dir():
-        return load_tokenizer(str(path))
+    if intact(path, "the tokenizer"):
+        try:
+            return load_tokenizer(str(path))
+        except Exception as err:  # an unsealed entry from an older version, damaged
+            discard(path, "the tokenizer", f"{type(err).__name__}: {str(err)[:120]}")
     tokenizer = train_bpe_tokenizer(texts, recipe.tokenizer.vocab_size)
     tokenizer.save_pretrained(path)
+    seal(path)
     return tokenizer
 
 

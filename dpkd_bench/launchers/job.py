@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dpkd_bench.config import build
-from dpkd_bench.errors import UserError
+from dpkd_bench.errors import UserError, describe_error
 from dpkd_bench.lock import HEARTBEAT_S, STALE_S, run_lock
 from dpkd_bench.recipe import Recipe
 from dpkd_bench.results import RunDir, read_json, unit_key, write_json
@@ -107,7 +107,7 @@ def run_job(job: UnitJob) -> dict:
                 ok = runner.run_unit(job.method, method, job.seed, inputs)
             error = None if ok else _recorded_error(job)
         except Exception as err:  # recorded by the driver, which retries or reports it
-            ok, error = False, f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:300]}"
+            ok, error = False, describe_error(err)
             print(f"[dpkd-bench] {job.key}: FAILED ({error})", file=sys.stderr, flush=True)
         finally:
             torch.set_num_threads(previous_threads)

@@ -19,6 +19,7 @@ from dpkd_bench.stats import (
     sample_std,
     statistics_columns,
 )
+from dpkd_bench.stats.board import blank
 
 SCORES = (("rougeL", "ROUGE-L"), ("exact_match", "EM"))  # both higher-is-better, 0-100
 LEADERBOARD_COLUMNS = [
@@ -149,7 +150,7 @@ def with_statistics(
     )
     merged = board.merge(statistics, on=["method", "eval_set"], how="left", sort=False)
     for column in ("reference", *(f"{k}_{end}" for k in SCORE_KEYS for end in ("test", "tier"))):
-        merged[column] = merged[column].fillna("")
+        merged[column] = blank(merged[column])
     merged["n_examples"] = merged["n_examples"].astype("Int64")
     return merged[[*LEADERBOARD_COLUMNS, *STATISTICS_COLUMNS]]
 

@@ -138,6 +138,11 @@ def tiers(
     return letter_display(observed, different)
 
 
+def blank(column: pd.Series) -> pd.Series:
+    """A text column with "" where values are missing (whatever dtype it had)."""
+    return column.astype(object).where(column.notna(), "")
+
+
 def example_statistics(
     examples: pd.DataFrame,
     keys: Sequence[str],
@@ -178,8 +183,8 @@ def example_statistics(
     adjusted = adjust(table[family].to_numpy(float).ravel(), settings.correction)
     table[[f"{key}_p_adjusted" for key in keys]] = adjusted.reshape(len(table), len(keys))
     for key in keys:
-        table[f"{key}_tier"] = table[f"{key}_tier"].fillna("")
-        table[f"{key}_test"] = table[f"{key}_test"].fillna("")
+        for column in (f"{key}_tier", f"{key}_test"):
+            table[column] = blank(table[column])
         for end in ("", "_low", "_high"):
             table[f"{key}_rank{end}"] = table[f"{key}_rank{end}"].astype("Int64")
     return table

@@ -84,6 +84,8 @@ def letter_display(
     """Compact letter display of ``means`` (method -> mean) given the pairs of methods that
     the tests separate; method -> its letters ("a" = the group holding the best mean)."""
     methods = list(means)
+    if not methods:
+        return {}
     groups: list[set[str]] = [set(methods)]
     for first, second in different:
         split = []
