@@ -10,8 +10,12 @@ it never trains. The runs it expects, all on the default recipe (`synthetic`):
     dpkd-bench run --out RUN_DIR3                                              (--default-run)
 
 Prints the machine, each run's wall time by stage, a per-method table (mean EM per eval set,
-its mean over the sets, the share of the teacher - sft gap closed on synthetic-id) and the
-paired p-values behind the significance target; then one line per target,
+its mean over the sets, the share of the teacher - sft gap closed on synthetic-id), the tests
+against sft that survive the leaderboard's correction (Holm by default) per eval set, the tiers
+and the rank intervals of the top three methods per eval set (EM), and, with --second,
+Kendall's tau between the two rankings with a two-level bootstrap interval and the pairs of
+methods that the tiers separate in both runs and whether they keep their order; then one line
+per target,
 ``name: value (goal ...) PASS|FAIL|SKIP`` (SKIP: the option that measures it was not given),
 then a summary line. Exit status 0 whatever the figures; 2, with one ``error:`` line, when an
 input cannot be read.
@@ -30,14 +34,23 @@ from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from benchkit import print_machine
 
 from dpkd_bench.data.synthetic import EVAL_SETS
 from dpkd_bench.errors import UserError
-from dpkd_bench.report import LEADERBOARD_COLUMNS, REFERENCE_METHOD, SCORES
+from dpkd_bench.report import LEADERBOARD_COLUMNS, REFERENCE_METHOD, SCORES, example_scores
+from dpkd_bench.report.view import load_run as load_view
 from dpkd_bench.results import REFERENCE_ROWS, RunDir
-from dpkd_bench.stats import ALPHA
+from dpkd_bench.stats import (
+    ALPHA,
+    CORRECTION_NAMES,
+    StatsSettings,
+    percentile_interval,
+    two_level_means,
+)
+from dpkd_bench.stats.board import common_matrices
 
 ID_SET = EVAL_SETS[0]  # synthetic-id: the training distribution, unseen items
 TEACHER = "teacher"  # a reference row (REFERENCE_ROWS), the top of the gap
@@ -52,6 +65,8 @@ TEACHER_GAP_MIN = 15.0
 SIGNIFICANT_SETS_MIN = 2
 SPREAD_MIN = 5.0
 TAU_MIN = 0.5
+BETWEEN_TIERS_MIN = 0.9  # share of the pairs separated in both runs that keep their order
+TAU_RESAMPLES = 1000
 DEFAULT_WALL_MAX_S = 600.0
 
 
@@ -89,7 +104,9 @@ def read_board(root: Path) -> pd.DataFrame:
     missing = [c for c in LEADERBOARD_COLUMNS if c not in board.columns]
     if missing:
         raise UserError(f"{path} lacks the leaderboard columns {missing}; {fix}")
-    numeric = [c for c in board.columns if c.endswith(("_mean", "_std", "_p_vs_reference"))]
+    numeric = [
+        c for c in board.columns if c.endswith(("_mean", "_std", "_p_vs_reference", "_adjusted"))
+    ]
     try:
         board[numeric] = board[numeric].apply(pd.to_numeric)
     except ValueError as err:
@@ -143,9 +160,17 @@ def _sign(value: float) -> int:
     return (value > 0) - (value < 0)
 
 
+def p_column(board: pd.DataFrame, key: str) -> str:
+    """The corrected p-values of ``key`` when the leaderboard has them, else the raw ones (a
+    leaderboard rendered before corrections existed)."""
+    adjusted = f"{key}_p_adjusted"
+    return adjusted if adjusted in board.columns else f"{key}_p_vs_reference"
+
+
 def significant(board: pd.DataFrame) -> dict[str, list[tuple[str, str, float]]]:
-    """Per eval set, the (method, score label, p) of every paired test against sft in the
-    leaderboard, smallest p first: each distillation method but sft, each score with p-values."""
+    """Per eval set, the (method, score label, p) of every test against sft in the
+    leaderboard, smallest p first (corrected p-values where the leaderboard has them): each
+    distillation method but sft, each score with p-values."""
     tested = board[board["method"].isin(distillation_methods(board))]
     tested = tested[tested["method"] != REFERENCE_METHOD]
     if "reference" in board.columns:
@@ -153,7 +178,7 @@ def significant(board: pd.DataFrame) -> dict[str, list[tuple[str, str, float]]]:
     found: dict[str, list[tuple[str, str, float]]] = {name: [] for name in eval_sets(board)}
     for _, row in tested.iterrows():
         for key in p_keys(board):
-            p_value = row[f"{key}_p_vs_reference"]
+            p_value = row[p_column(board, key)]
             if pd.notna(p_value):
                 found[row["eval_set"]].append((row["method"], LABELS[key], float(p_value)))
     return {name: sorted(tests, key=lambda t: t[2]) for name, tests in found.items()}
@@ -231,28 +256,67 @@ def reference_targets(board: pd.DataFrame) -> list[Target]:
     ]
 
 
-def significance_target(board: pd.DataFrame) -> Target:
+def correction_label(run: Run) -> str:
+    """How the leaderboard's p-values were corrected, as its manifest's recipe says."""
+    if not any(c.endswith("_p_adjusted") for c in run.board.columns):
+        return "uncorrected (a leaderboard rendered before corrections)"
+    settings = StatsSettings.from_recipe(run.manifest.get("recipe"))
+    return f"{CORRECTION_NAMES[settings.correction]}-adjusted"
+
+
+def significance_target(run: Run) -> Target:
+    board = run.board
     keys = p_keys(board)
     sets = significant(board)
     hits = [name for name, tests in sets.items() if tests and tests[0][2] < ALPHA]
     metrics = " or ".join(LABELS[key] for key in keys) or "no p-value columns in leaderboard.csv"
     note = (
         f"of {len(sets)} eval sets where some method differs from {REFERENCE_METHOD} at "
-        f"p < {ALPHA:g}, paired test, {metrics}"
+        f"{correction_label(run)} p < {ALPHA:g}, two-level test, {metrics}"
     )
     value = len(hits) if keys else math.nan
     return check("significant_eval_sets", value, f">= {SIGNIFICANT_SETS_MIN}", note, digits=0)
 
 
 def significance_lines(board: pd.DataFrame) -> list[str]:
-    """Per eval set, the tests below ALPHA, or the smallest p-value when none is."""
+    """Per eval set, how many tests survive and which, or the smallest p-value when none."""
     lines = []
     for name, tests in significant(board).items():
         below = [t for t in tests if t[2] < ALPHA]
         shown = below or tests[:1]
         text = "; ".join(f"{m} {label} p={p:.3g}" for m, label, p in shown) or "no p-values"
         prefix = "" if below else f"none below {ALPHA:g}, smallest: "
-        lines.append(f"p_vs_{REFERENCE_METHOD} {name}: {prefix}{text}")
+        count = f"{len(below)} of {len(tests)} survive"
+        lines.append(f"p_vs_{REFERENCE_METHOD} {name}: {count}; {prefix}{text}")
+    return lines
+
+
+def tier_lines(board: pd.DataFrame, key: str = EM) -> list[str]:
+    """Per eval set: the tiers (methods per letter, best letter first) and the rank intervals
+    of the top three methods, from the leaderboard's columns."""
+    tier, rank = f"{key}_tier", f"{key}_rank"
+    if tier not in board.columns:
+        return [f"tiers: not in {LEADERBOARD} (rendered before tiers existed)"]
+    lines = []
+    methods = board[board["method"].isin(distillation_methods(board))]
+    for name, rows in methods.groupby("eval_set", sort=False):
+        rows = rows.sort_values(f"{key}_mean", ascending=False)
+        codes = rows[tier].astype(object).where(rows[tier].notna(), "").astype(str)
+        if not codes.str.len().any() or rows[rank].isna().any():
+            lines.append(f"tiers {name} {LABELS[key]}: none (no per-example scores)")
+            continue
+        letters = sorted({ch for code in codes for ch in code})
+        groups = [
+            f"{ch}: {', '.join(rows.loc[codes.str.contains(ch), 'method'])}" for ch in letters
+        ]
+        lines.append(f"tiers {name} {LABELS[key]}: " + " | ".join(groups))
+        top = rows.sort_values(rank).head(3)
+        intervals = "; ".join(
+            f"{r.method} {int(getattr(r, rank))} [{int(getattr(r, rank + '_low'))}-"
+            f"{int(getattr(r, rank + '_high'))}]"
+            for r in top.itertuples()
+        )
+        lines.append(f"rank intervals {name} {LABELS[key]} (top three): {intervals}")
     return lines
 
 
@@ -274,11 +338,16 @@ def ranking(board: pd.DataFrame, methods: list[str]) -> str:
     return " > ".join(f"{m} {means[m]:.2f}" for m in ordered)
 
 
-def stability_target(first: Run, second: Run | None) -> tuple[Target, list[str]]:
-    """Kendall's tau-b between the two runs' rankings by mean EM over the eval sets."""
+def stability_target(first: Run, second: Run | None) -> tuple[list[Target], list[str]]:
+    """Kendall's tau-b between the two runs' rankings by mean EM over the eval sets, with its
+    two-level bootstrap interval, and the order of the pairs the tiers separate in both."""
     goal = f">= {TAU_MIN:g}"
     if second is None:
-        return Target("kendall_tau", "not measured: pass --second RUN_DIR2", goal, "SKIP"), []
+        skipped = "not measured: pass --second RUN_DIR2"
+        return [
+            Target("kendall_tau", skipped, goal, "SKIP"),
+            Target("between_tier_agreement", skipped, f">= {BETWEEN_TIERS_MIN:g}", "SKIP"),
+        ], []
     common = [m for m in distillation_methods(first.board) if m in set(second.board["method"])]
     x, y = (mean_em(run.board)[common].tolist() for run in (first, second))
     lines = [f"ranking {run.root}: {ranking(run.board, common)}" for run in (first, second)]
@@ -288,8 +357,73 @@ def stability_target(first: Run, second: Run | None) -> tuple[Target, list[str]]
     ]
     if seeds[0] == seeds[1]:
         lines.append(f"note: both runs have data.seed={seeds[0]}; the second should differ")
-    note = f"tau-b over {len(common)} methods in both runs, mean EM over the eval sets"
-    return check("kendall_tau", kendall_tau_b(x, y), goal, note, digits=3), lines
+    low, high = tau_interval(first, second, common)
+    interval = (
+        "n/a (a run has no per-example scores)" if math.isnan(low) else (f"[{low:.3f}, {high:.3f}]")
+    )
+    note = (
+        f"tau-b over {len(common)} methods in both runs, mean EM over the eval sets; 95% "
+        f"two-level bootstrap interval {interval}"
+    )
+    tau = check("kendall_tau", kendall_tau_b(x, y), goal, note, digits=3)
+    agree, separated, detail = between_tiers(first.board, second.board, common)
+    lines.append(detail)
+    share = agree / separated if separated else math.nan
+    note = f"of {separated} pairs that the {ID_SET} EM tiers separate in both runs keep their order"
+    between = check("between_tier_agreement", share, f">= {BETWEEN_TIERS_MIN:g}", note)
+    return [tau, between], lines
+
+
+def resampled_means(run: Run, methods: list[str], seed: int) -> np.ndarray | None:
+    """[resamples, methods]: each method's mean EM over the eval sets in every two-level
+    bootstrap resample of the run's per-example scores; None without them."""
+    examples = example_scores(load_view(RunDir(run.root)))
+    if examples.empty:
+        return None
+    per_set = []
+    for _, rows in examples[examples["method"].isin(methods)].groupby("eval_set", sort=False):
+        groups = {m: g for m, g in rows.groupby("method", sort=False)}
+        if set(groups) != set(methods):
+            return None
+        means = two_level_means(common_matrices(groups, EM), TAU_RESAMPLES, seed)
+        per_set.append(np.stack([means[m] for m in methods], axis=1))
+    return np.mean(per_set, axis=0)
+
+
+def tau_interval(first: Run, second: Run, methods: list[str]) -> tuple[float, float]:
+    """95% percentile interval of tau-b, both runs resampled independently (two-level)."""
+    a, b = resampled_means(first, methods, seed=0), resampled_means(second, methods, seed=1)
+    if a is None or b is None:
+        return math.nan, math.nan
+    taus = np.array([kendall_tau_b(a[i].tolist(), b[i].tolist()) for i in range(len(a))])
+    return percentile_interval(taus, 0.95)
+
+
+def between_tiers(first: pd.DataFrame, second: pd.DataFrame, methods: list[str]):
+    """(pairs in the same order, pairs separated by the synthetic-id EM tiers in both runs,
+    a line naming the pairs that flip)."""
+    tier = f"{EM}_tier"
+    if tier not in first.columns or tier not in second.columns:
+        return 0, 0, "between tiers: a leaderboard has no tiers"
+    rows = [b[(b["eval_set"] == ID_SET)].set_index("method") for b in (first, second)]
+    agree, separated, flips = 0, 0, []
+    for i, j in combinations(methods, 2):
+        apart = [not set(str(r.at[i, tier])) & set(str(r.at[j, tier])) for r in rows]
+        if not all(apart):
+            continue
+        separated += 1
+        order = [_sign(float(r.at[i, f"{EM}_mean"] - r.at[j, f"{EM}_mean"])) for r in rows]
+        if order[0] == order[1]:
+            agree += 1
+        else:
+            flips.append(f"{i}/{j}")
+    flipped = ", ".join(flips) or "none"
+    return (
+        agree,
+        separated,
+        f"between tiers ({ID_SET} EM): {separated} pairs separated in both runs, {agree} keep "
+        f"their order; flipped: {flipped}",
+    )
 
 
 def wall_target(default_run: Run | None) -> Target:
@@ -341,13 +475,13 @@ def report_lines(run: Run, second: Run | None, default_run: Run | None) -> list[
     lines = [f"run {run.root} recipe={manifest.get('recipe_name')} seeds={manifest.get('seeds')}"]
     labelled = (("run_dir", run), ("second", second), ("default_run", default_run))
     lines += [wall_line(label, r) for label, r in labelled if r is not None]
-    lines += method_table(board) + significance_lines(board)
+    lines += method_table(board) + significance_lines(board) + tier_lines(board)
     stability, ranking_lines = stability_target(run, second)
     targets = [
         *reference_targets(board),
-        significance_target(board),
+        significance_target(run),
         spread_target(board),
-        stability,
+        *stability,
         wall_target(default_run),
     ]
     counts = {s: sum(t.status == s for t in targets) for s in ("PASS", "FAIL", "SKIP")}

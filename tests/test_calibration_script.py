@@ -51,6 +51,10 @@ def calibration():
         sys.path.remove(str(BENCHMARKS))
 
 
+# method -> (EM tier letters, EM rank, rank interval): dpkd and sft apart, kd tied with both
+TIERS = {"dpkd": ("a", 1, (1, 2)), "kd": ("ab", 2, (1, 3)), "sft": ("b", 3, (2, 3))}
+
+
 def board_row(method: str, eval_set: str, em: float) -> dict:
     reference = method not in ("teacher", "student_init", "sft")
     em_p, rouge_p = P_VALUES.get((method, eval_set), (math.nan, math.nan))
@@ -59,6 +63,11 @@ def board_row(method: str, eval_set: str, em: float) -> dict:
     row.update(rougeL_mean=em + 10, rougeL_std=1.0, exact_match_mean=em, exact_match_std=1.0)
     row.update(n_examples=200, reference="sft" if reference else "")
     row.update(exact_match_p_vs_reference=em_p, rougeL_p_vs_reference=rouge_p)
+    row.update(exact_match_p_adjusted=em_p, rougeL_p_adjusted=rouge_p)  # as if corrected
+    if method in TIERS:
+        letters, rank, (low, high) = TIERS[method]
+        row.update(exact_match_tier=letters, exact_match_rank=rank)
+        row.update(exact_match_rank_low=low, exact_match_rank_high=high)
     return row
 
 
@@ -121,15 +130,24 @@ def test_calibrated_runs_pass_every_target(calibration, capsys, tmp_path):
     significant = target(lines, "significant_eval_sets")
     assert significant.startswith("significant_eval_sets: 3 of 3 eval sets")
     assert "EM or ROUGE-L" in significant and significant.endswith("PASS")
-    assert "p_vs_sft synthetic-id: dpkd EM p=0.001; kd EM p=0.01" in lines
-    assert "p_vs_sft synthetic-para: kd ROUGE-L p=0.03" in lines
+    assert "p_vs_sft synthetic-id: 2 of 4 survive; dpkd EM p=0.001; kd EM p=0.01" in lines
+    assert "p_vs_sft synthetic-para: 1 of 4 survive; kd ROUGE-L p=0.03" in lines
+    assert "tiers synthetic-id EM: a: dpkd, kd | b: kd, sft" in lines
+    assert "rank intervals synthetic-id EM (top three): dpkd 1 [1-2]; kd 2 [1-3]; sft 3 [2-3]" in (
+        lines
+    )
     spread = target(lines, "method_spread_em_id")
     assert spread.startswith("method_spread_em_id: 10.00 EM points on synthetic-id: best dpkd")
     assert target(lines, "kendall_tau").startswith("kendall_tau: 1.000 tau-b over 3 methods")
     assert target(lines, "kendall_tau").endswith("PASS")
+    assert "interval n/a (a run has no per-example scores)" in target(lines, "kendall_tau")
+    between = target(lines, "between_tier_agreement")
+    assert between.startswith("between_tier_agreement: 1.00 of 1 pairs") and between.endswith(
+        "PASS"
+    )
     assert target(lines, "default_run_wall_s") == "default_run_wall_s: 484.5 s (goal <= 600) PASS"
     assert any(line.startswith("wall_s run_dir 1504.5 (") for line in lines)
-    assert lines[-1] == "summary: 7 PASS, 0 FAIL, 0 SKIP of 7 targets"
+    assert lines[-1] == "summary: 8 PASS, 0 FAIL, 0 SKIP of 8 targets"
     (dpkd_row,) = [line for line in lines if line.startswith("dpkd ")]
     assert dpkd_row.split()[1:] == ["3", "55.00", "36.00", "40.00", "43.67", "29%"]
 
@@ -151,7 +169,9 @@ def test_reversed_ranking_slow_default_run_and_weak_teacher_fail(calibration, ca
     assert target(lines, "kendall_tau").startswith("kendall_tau: -1.000 ")
     assert target(lines, "kendall_tau").endswith("FAIL")
     assert target(lines, "default_run_wall_s").endswith("FAIL")
-    assert lines[-1] == "summary: 3 PASS, 4 FAIL, 0 SKIP of 7 targets"
+    assert target(lines, "between_tier_agreement").startswith("between_tier_agreement: 0.00")
+    assert "flipped: sft/dpkd" in "\n".join(lines)
+    assert lines[-1] == "summary: 3 PASS, 5 FAIL, 0 SKIP of 8 targets"
 
 
 def test_without_options_the_run_targets_are_skipped(calibration, capsys, tmp_path):
@@ -159,7 +179,8 @@ def test_without_options_the_run_targets_are_skipped(calibration, capsys, tmp_pa
     assert status == 0
     assert target(lines, "kendall_tau").endswith("SKIP")
     assert target(lines, "default_run_wall_s").endswith("SKIP")
-    assert lines[-1] == "summary: 5 PASS, 0 FAIL, 2 SKIP of 7 targets"
+    assert target(lines, "between_tier_agreement").endswith("SKIP")
+    assert lines[-1] == "summary: 5 PASS, 0 FAIL, 3 SKIP of 8 targets"
 
 
 def test_kendall_tau_b_by_hand(calibration):

@@ -82,19 +82,13 @@ def compare(method: pd.DataFrame, reference: pd.DataFrame, key: str):
     return two_level_test(a, b, paired_seeds=paired)
 
 
-@dataclass
-class _Column:
-    """One (eval set, score): every method's ``[S, n]`` scores on the common examples."""
-
-    matrices: dict[str, np.ndarray]
-
-    @classmethod
-    def of(cls, groups: dict[str, pd.DataFrame], key: str) -> _Column:
-        shaped = {m: seed_matrices(g, key) for m, g in groups.items()}
-        common = None
-        for ids, _ in shaped.values():
-            common = ids if common is None else common.intersection(ids, sort=False)
-        return cls({m: s[:, ids.get_indexer(common)] for m, (ids, s) in shaped.items()})
+def common_matrices(groups: dict[str, pd.DataFrame], key: str) -> dict[str, np.ndarray]:
+    """One (eval set, score): every method's ``[S, n]`` scores on the examples all hold."""
+    shaped = {m: seed_matrices(g, key) for m, g in groups.items()}
+    common = None
+    for ids, _ in shaped.values():
+        common = ids if common is None else common.intersection(ids, sort=False)
+    return {m: s[:, ids.get_indexer(common)] for m, (ids, s) in shaped.items()}
 
 
 def column_statistics(
@@ -105,14 +99,14 @@ def column_statistics(
     seed: int,
 ) -> dict[str, dict]:
     """Interval, rank interval and tier of every method of one (eval set, score)."""
-    column = _Column.of(groups, key)
-    resampled = two_level_means(column.matrices, settings.n_resamples, seed)
+    matrices = common_matrices(groups, key)
+    resampled = two_level_means(matrices, settings.n_resamples, seed)
     out: dict[str, dict] = {}
     for method, means in resampled.items():
         low, high = percentile_interval(means, CONFIDENCE)
         out[method] = {f"{key}_ci_low": low, f"{key}_ci_high": high}
-    ranked = [m for m in ranked if m in column.matrices]
-    observed = {m: float(column.matrices[m].mean()) for m in ranked}
+    ranked = [m for m in ranked if m in matrices]
+    observed = {m: float(matrices[m].mean()) for m in ranked}
     ranks = rank_intervals(observed, {m: resampled[m] for m in ranked}, CONFIDENCE)
     for row in ranks.itertuples(index=False):
         out[row.method].update(
