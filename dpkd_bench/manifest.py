@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import subprocess
 import sys
 import time
@@ -66,6 +67,28 @@ def git_commit() -> str | None:
         return None
     changed = _git("status", "--porcelain", "--untracked-files=no", "--", ".")
     return f"{commit}+dirty" if changed else commit
+
+
+def machine_info() -> dict:
+    """The processor results were computed on: float kernels differ between CPU vendors and
+    instruction sets (AVX2, AVX-512), and so do the last digits of a CPU run; the GPU's name
+    when there is one."""
+    cpu = None
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            cpu = next(
+                (ln.split(":", 1)[1].strip() for ln in handle if ln.startswith("model name")), None
+            )
+    except OSError:
+        pass
+    info = {
+        "cpu": cpu or platform.processor() or platform.machine(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cores": os.cpu_count(),
+    }
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
 
 
 def thread_settings() -> dict:
@@ -207,6 +230,7 @@ class Manifest:
             "versions": package_versions(),
             "git_commit": git_commit(),
             "threads": thread_settings(),
+            "machine": machine_info(),
             "data_hashes": data.hashes,
             "launcher": recipe.launcher.name,  # its settings are in recipe.launcher
             "command": self.command,

@@ -62,6 +62,7 @@ def test_manifest_records_threads_and_units_keep_per_example_scores(runs):
     threads = per_seed["threads"]
     assert isinstance(threads["torch"], int) and threads["torch"] >= 1
     assert "OMP_NUM_THREADS" in threads
+    assert per_seed["machine"]["cpu"] and per_seed["machine"]["cores"] >= 1
     assert per_seed["units"]["sft/seed-2"]["threads"]["torch"] >= 1
     assert per_seed["finished"]
     rows = read_example_scores(root / "per-seed" / "runs" / "sft" / "seed-1" / EXAMPLE_SCORES)

@@ -195,14 +195,19 @@ def provenance(view: RunView) -> str:
         if threads
         else "threads not recorded"
     )
+    machine = manifest.get("machine") or {}
+    if machine:
+        capability = f", {machine['cpu_capability']}" if machine.get("cpu_capability") else ""
+        thread_text += f" on {machine.get('gpu') or machine.get('cpu')}{capability}"
     recipe = manifest.get("recipe") if isinstance(manifest.get("recipe"), dict) else {}
     decoding = (recipe.get("eval") or {}).get("decoding", "?")
     per_seed = (recipe.get("student") or {}).get("init_per_seed", False)
     init = "one student_init per seed" if per_seed else "one student_init shared by all seeds"
     seeds = ", ".join(str(s) for s in manifest.get("seeds", []))
+    seeds += f" ({init})" if len(manifest.get("seeds", [])) > 1 else ""
     return (
         f"Run at commit {commit.removesuffix('+dirty')[:12]}, {tree}; {thread_text}; seeds "
-        f"{seeds or '?'} ({init}); {decoding} decoding; started {manifest.get('started')}, "
+        f"{seeds or '?'}; {decoding} decoding; started {manifest.get('started')}, "
         f"finished {manifest.get('finished') or 'not finished'}."
     )
 
