@@ -22,6 +22,7 @@ from dpkd_bench.results import atomic_write_text, file_sha256
 
 DIR_SEAL = ".sha256sums.json"
 FILE_SEAL_SUFFIX = ".sha256"
+NOT_SEALED = ("README.md",)  # a model card, rewritten by every run that uses the entry
 
 
 def _file_seal(path: Path) -> Path:
@@ -29,7 +30,13 @@ def _file_seal(path: Path) -> Path:
 
 
 def _files(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.name != DIR_SEAL)
+    """The files a seal covers: every file but the seal, model cards and dotfiles (temporary
+    files of a write in progress)."""
+    return sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file() and p.name not in NOT_SEALED and not p.name.startswith(".")
+    )
 
 
 def seal(path: str | Path) -> None:

@@ -76,23 +76,38 @@ class Terminated(KeyboardInterrupt):
         self.step = step
 
 
-DISK_FULL_TEXTS = ("no space left on device", "os error 28", "storagefull")
+DISK_FULL_TEXTS = ("no space left on device", "os error 28", "storagefull", "file write failed")
+
+
+def _chain(err: BaseException):
+    """``err`` and the exceptions it was raised from or during, innermost last."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        yield err
+        err = err.__cause__ or err.__context__
 
 
 def is_disk_full(err: BaseException) -> bool:
-    """Whether ``err`` (an OSError, or a library's wrapper of one, such as safetensors'
-    SafetensorError) says the disk is full."""
-    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
-        return True
-    text = str(err).lower()
-    return any(marker in text for marker in DISK_FULL_TEXTS)
+    """Whether ``err`` (an OSError, or a library's wrapper of one: safetensors'
+    SafetensorError, torch.save's "file write failed"), or an exception it came from, says
+    the disk is full or over quota."""
+    for link in _chain(err):
+        if isinstance(link, OSError) and link.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if any(marker in str(link).lower() for marker in DISK_FULL_TEXTS):
+            return True
+    return False
 
 
 def describe_error(err: BaseException) -> str:
-    """One line naming an error's real cause: ``"no space left on device"`` for a full disk,
-    whichever library reported it, else ``"<Type>: <first line of the message>"``."""
+    """One line naming an error's real cause: ``"no space left on device"`` (or ``"disk
+    quota exceeded"``) for a full disk, whichever library reported it, else ``"<Type>: <first
+    line of the message>"``."""
     if is_disk_full(err):
-        where = getattr(err, "filename", None)
-        return "no space left on device" + (f" (writing {where})" if where else "")
+        quota = any(isinstance(e, OSError) and e.errno == errno.EDQUOT for e in _chain(err))
+        where = next((e.filename for e in _chain(err) if getattr(e, "filename", None)), None)
+        cause = "disk quota exceeded" if quota else "no space left on device"
+        return cause + (f" (writing {where})" if where else "")
     first = (str(err).splitlines() or [""])[0][:300]
     return f"{type(err).__name__}: {first}" if first else type(err).__name__

@@ -12,13 +12,12 @@ and the report is rendered again. To put runs made separately on one leaderboard
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 from dpkd_bench.errors import UserError
 from dpkd_bench.manifest import recipe_changes
 from dpkd_bench.recipe import Recipe, resolve_recipe
-from dpkd_bench.results import RunDir
+from dpkd_bench.results import RunDir, with_legacy_values
 
 GROWS = ("methods", "seeds", "launcher")  # what --extend may change
 
@@ -45,7 +44,7 @@ def extended_recipe(
     then = manifest.get("recipe")
     if not isinstance(then, dict):
         raise UserError(f"{run_dir.manifest_path} holds no recipe; it cannot be extended")
-    data = copy.deepcopy(then)
+    data = with_legacy_values(then)
     data["methods"] = [*then["methods"], *(m for m in methods if m not in then["methods"])]
     data["seeds"] = [*then["seeds"], *(s for s in seeds if s not in then["seeds"])]
     recipe = resolve_recipe(data, overrides, plugins)

@@ -27,7 +27,7 @@ from dpkd_bench.data.prepare import PreparedData
 from dpkd_bench.errors import DataError, RecipeError, UserError
 from dpkd_bench.methods import plugin_sources
 from dpkd_bench.recipe import Recipe
-from dpkd_bench.results import METRICS, RunDir, same_identity, unit_key
+from dpkd_bench.results import METRICS, RunDir, same_identity, unit_key, with_legacy_values
 
 
 def package_versions() -> dict[str, str]:
@@ -131,7 +131,7 @@ def recipe_changes(manifest: dict, recipe: Recipe, ignoring: tuple[str, ...]) ->
     """Where ``recipe`` differs from the recipe in ``manifest``, top-level sections
     ``ignoring`` left out (:func:`differences`)."""
     then = manifest.get("recipe") if isinstance(manifest.get("recipe"), dict) else {}
-    trees = [then, plain_recipe(recipe), plain_recipe(Recipe())]
+    trees = [with_legacy_values(then), plain_recipe(recipe), plain_recipe(Recipe())]
     then, now, defaults = ({k: v for k, v in t.items() if k not in ignoring} for t in trees)
     return differences(then, now, defaults=defaults)
 

@@ -376,8 +376,6 @@ class Recipe:
 
 
 # --------------------------------------------------------------------------- loading
-
-
 def _unshare(value: Any) -> Any:
     """A copy with no shared sub-mappings: a YAML alias (``*m``) becomes its own copy, so an
     override of one section never changes another that reused it."""

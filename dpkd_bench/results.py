@@ -174,6 +174,21 @@ def same_identity(a: object, b: object) -> bool:
     return a == b
 
 
+# Keys added to the recipe since runs were first recorded whose default is not what runs made
+# before them did: a manifest whose recipe lacks one was made with the value here.
+LEGACY_VALUES = {"student": {"init_per_seed": False}}
+
+
+def with_legacy_values(recipe: dict) -> dict:
+    """A manifest's recipe with LEGACY_VALUES filled in where it lacks them (a copy)."""
+    filled = json.loads(json.dumps(recipe))
+    for section, values in LEGACY_VALUES.items():
+        if isinstance(filled.get(section), dict):
+            for key, value in values.items():
+                filled[section].setdefault(key, value)
+    return filled
+
+
 # ---- run directory ------------------------------------------------------------------------
 def is_safe_name(name: object) -> bool:
     """True when ``name`` stays one directory level down: non-empty, no leading '.', and no

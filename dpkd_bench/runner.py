@@ -175,7 +175,8 @@ class Runner(SharedStage):
                 "wall_s": round(time.time() - start, 2),
             }
             if self.procs.main:  # no barrier: a process failing alone must not wait for the others
-                record(name, seed, failure)
+                with contextlib.suppress(OSError):  # a full disk: the log line below says it
+                    record(name, seed, failure)
             log(f"{name} seed {seed}: FAILED ({describe_error(err)})")
             return False
         wall = time.time() - start

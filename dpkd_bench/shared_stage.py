@@ -209,7 +209,7 @@ class SharedStage:
         info = model_info(self.recipe, self.run_dir.root, name, settings, self.teacher_dir, seed)
         write_card(model_dir, f"{self.recipe.name}/{unit_key(name, seed)}", scores, info)
 
-    def unit_inputs(self) -> RunInputs:
+    def unit_inputs(self, seeds: list[int] | None = None) -> RunInputs:
         """On a launcher's worker: what setup made, loaded from the run directory and the cache;
         nothing is trained, sampled or evaluated here that setup did not already save."""
         root = self.run_dir.root
@@ -225,7 +225,7 @@ class SharedStage:
         teacher = source.load()
         self.evaluator.teacher = teacher
         student_init, loaded = {}, {}
-        for seed in self.recipe.seeds:
+        for seed in seeds or self.recipe.seeds:  # a worker loads its unit's seed only
             where = student_init_dir(root, self.recipe, seed)
             if where not in loaded:
                 loaded[where] = self.saved_student_init(seed)

@@ -76,6 +76,20 @@ def unit_items(method: Method, items: list[dict], samples) -> list[dict]:
     return items
 
 
+def read_samples(path: Path) -> list[tuple[int, ...]] | None:
+    """The teacher samples cached at ``path`` when it is there and intact, else None (a
+    damaged file -- checksum, or lines that do not parse -- is removed, to be rebuilt)."""
+    what = "the teacher-samples file"
+    if not intact(path, what):
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return [tuple(json.loads(line)) for line in handle]
+    except (ValueError, TypeError, OSError) as err:  # an unsealed file from an older version
+        discard(path, what, f"{type(err).__name__}: {err}")
+        return None
+
+
 class TeacherSource:
     """Where a recipe's teacher comes from on this data, and the teacher-derived inputs."""
 
@@ -158,17 +172,17 @@ class TeacherSource:
         procs, data = self.procs, self.data
         path = self.cache / self.samples_name
         shipped = SHIPPED_TEACHER / path.name
-        if procs.from_main(not intact(path, "the teacher-samples file") and shipped.is_file()):
+        what = "the teacher-samples file"
+        if procs.from_main(not intact(path, what) and shipped.is_file() if procs.main else None):
             log(f"teacher samples: shipped with the package ({shipped})")
             procs.on_main(atomic_write_bytes, path, shipped.read_bytes())
             procs.on_main(seal, path)
         if procs.count > 1 and not path.is_file():
             path = path.with_name(f"{path.stem}-{procs.count}proc.jsonl")
-        path, cached = procs.from_main((path, intact(path, "the teacher-samples file")))
-        if cached:
+        cached = read_samples(path) if procs.main else None
+        if procs.from_main(cached is not None if procs.main else None):
             log(f"teacher samples: cached at {path}")
-            with open(path, encoding="utf-8") as handle:
-                return [tuple(json.loads(line)) for line in handle]
+            return cached if procs.main else read_samples(path)
         ids = procs.sharded(
             partial(generate_ids, teacher.to(procs.device)),
             [item["prompts"] for item in data.train_items],

@@ -52,7 +52,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dpkd_bench.cache_check import intact, seal
+from dpkd_bench.cache_check import discard, intact, seal
 from dpkd_bench.data.collate import IGNORE, collate_pairs
 from dpkd_bench.methods.base import response_logits
 
@@ -324,8 +324,12 @@ def build_cache(
         raise ValueError(f"k must be in [1, {vocab - 1}] (below the vocabulary), got {k}")
     key = cache_key(teacher_id or model_fingerprint(teacher), items, k)
     final = Path(path) / f"teacher-topk-{key}"
-    if intact(final, "the teacher-logit cache") and (final / MANIFEST).is_file():
-        return load_cache(final, items)
+    what = "the teacher-logit cache"
+    if intact(final, what) and (final / MANIFEST).is_file():
+        try:
+            return load_cache(final, items)
+        except (OSError, ValueError, KeyError) as err:  # unsealed, from an older version
+            discard(final, what, f"{type(err).__name__}: {' '.join(str(err).split())[:120]}")
     tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)

@@ -46,6 +46,17 @@ def test_seal_finds_a_truncated_a_changed_and_a_missing_file(tmp_path):
     assert damage(unsealed) is None  # written before checksums: read as it is
 
 
+def test_a_model_card_and_temporary_files_are_outside_the_seal(tmp_path):
+    entry = tmp_path / "teacher-abc"
+    entry.mkdir()
+    (entry / "model.safetensors").write_bytes(b"weights")
+    (entry / "README.md").write_text("card of run 1")
+    seal(entry)
+    (entry / "README.md").write_text("card of run 2, another path and command")
+    (entry / ".README.md.x.tmp").write_text("a write in progress")
+    assert damage(entry) is None
+
+
 def test_a_damaged_entry_that_cannot_be_removed_is_one_error_naming_it(tmp_path, monkeypatch):
     entry = tmp_path / "teacher-abc"
     entry.mkdir()
@@ -103,6 +114,19 @@ def test_disk_full_is_named_whichever_library_reports_it():
     )
     assert is_disk_full(wrapped) and describe_error(wrapped) == "no space left on device"
     assert describe_error(ValueError("bad\nthing")) == "ValueError: bad"
+    torch_save = RuntimeError(
+        "[enforce fail at inline_container.cc:642] . PytorchStreamWriter "
+        "failed writing file data/0: file write failed"
+    )
+    assert describe_error(torch_save) == "no space left on device"
+    try:
+        try:
+            raise OSError(28, "No space left on device", "/x/model.safetensors")
+        except OSError as inner:
+            raise RuntimeError("saving failed") from inner
+    except RuntimeError as outer:
+        assert describe_error(outer) == "no space left on device (writing /x/model.safetensors)"
+    assert describe_error(OSError(122, "Disk quota exceeded")) == "disk quota exceeded"
 
 
 def mount_tmpfs(path: Path, size: str) -> bool:

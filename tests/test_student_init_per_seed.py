@@ -85,3 +85,21 @@ def test_an_extended_run_trains_the_new_seeds_init(runs, tmp_path):
     assert set(hashes) == {"1", "2", "3"}
     assert hashes["1"] == runs[1]["student_init_sha256"]["1"]
     assert (copy / "student_init-seed-3" / "model.safetensors").is_file()
+
+
+def test_a_run_made_before_per_seed_inits_resumes_with_its_own_setting(runs, tmp_path, capsys):
+    """A manifest without student.init_per_seed was made with one shared student_init: a
+    resume with today's default is refused with what differs, and resumes with the run's."""
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(runs[0] / "shared", old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    del manifest["recipe"]["student"]["init_per_seed"]
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    args = ["run", "--recipe", "synthetic-quick", "--methods", "sft", "--seeds", "1,2"]
+    capsys.readouterr()
+    assert main([*args, "--out", str(old), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "student.init_per_seed: False in the run, True now" in err and err.count("\n") == 1
+    assert main([*args, "--out", str(old), "--resume", "student.init_per_seed=false"]) == 0

@@ -93,6 +93,7 @@ def load_sources(
 
 def get_tokenizer(recipe: Recipe, train: Sequence[Example], cache_dir: Path):
     """A pretrained tokenizer, or a BPE trained on the training texts (cached by content)."""
+    from dpkd_bench.checkpoint import publish_dir
     from dpkd_bench.models import load_tokenizer
 
     name = recipe.tokenizer.name_or_path or recipe.teacher.model.name_or_path
@@ -107,7 +108,7 @@ def get_tokenizer(recipe: Recipe, train: Sequence[Example], cache_dir: Path):
         except Exception as err:  # an unsealed entry from an older version, damaged
             discard(path, "the tokenizer", f"{type(err).__name__}: {str(err)[:120]}")
     tokenizer = train_bpe_tokenizer(texts, recipe.tokenizer.vocab_size)
-    tokenizer.save_pretrained(path)
+    publish_dir(path, tokenizer.save_pretrained)  # whole or not at all
     seal(path)
     return tokenizer
 

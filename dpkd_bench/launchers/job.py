@@ -102,7 +102,7 @@ def run_job(job: UnitJob) -> dict:
             runner.unit_fields.update(attempts=job.attempt)
             wait = STALE_S + HEARTBEAT_S  # a lost earlier attempt's lock goes stale
             with run_lock(job.unit_dir, enabled=runner.procs.main, wait_s=wait):
-                inputs = runner.unit_inputs()
+                inputs = runner.unit_inputs([job.seed])
                 method = runner.methods[job.method]
                 ok = runner.run_unit(job.method, method, job.seed, inputs)
             error = None if ok else _recorded_error(job)

@@ -17,7 +17,13 @@ import shutil
 from pathlib import Path
 
 from dpkd_bench.errors import UserError
-from dpkd_bench.results import REFERENCE_ROWS, RunDir, same_identity, unit_key
+from dpkd_bench.results import (
+    REFERENCE_ROWS,
+    RunDir,
+    same_identity,
+    unit_key,
+    with_legacy_values,
+)
 
 IDENTITY = ("data_hashes", "teacher", "student_init_sha256")
 NOT_COPIED = ("student", "checkpoint*", ".checkpoint*", ".lock", "*.tmp-*")
@@ -35,6 +41,9 @@ def identity_difference(a: dict, b: dict) -> str | None:
                 )
                 return f"data ({', '.join(changed)})"
             return f"{key} ({a[key]} vs {b[key]})"
+    students = [with_legacy_values(m.get("recipe") or {}).get("student") for m in (a, b)]
+    if students[0] != students[1]:  # per-seed inits of other seeds: compare how they are made
+        return "the student and its student_init recipe (recipe.student)"
     return None
 
 

@@ -45,31 +45,25 @@ def format_score(mean: float, std: float) -> str:
     return format_mean_std(mean, std)
 
 
-def best_means(board: pd.DataFrame) -> dict[tuple[str, str], float]:
-    """Best student mean (rounded as shown) per (eval_set, score); references excluded."""
+def winners(board: pd.DataFrame) -> dict[tuple[str, str], str | None]:
+    """The bolded student per (eval_set, score): the one alone in the top tier (letter "a"),
+    else None (nothing bold). Without tiers (no per-example scores), the best mean."""
     students = board[~board["method"].isin(REFERENCE_ROWS)]
-    best = {}
-    for key, _ in SCORES:
-        for eval_set, values in students.groupby("eval_set", sort=False)[f"{key}_mean"]:
-            best[(eval_set, key)] = round(values.max(), 2)
-    return best
-
-
-def winners(board: pd.DataFrame) -> dict[tuple[str, str], float | None]:
-    """The bolded mean per (eval_set, score): the best student's, when it is alone in the top
-    tier (letter "a"), else None (nothing bold). Without tiers (no per-example scores), the
-    best mean, as before tiers existed."""
-    best = best_means(board)
+    found = {}
     for key, _ in SCORES:
         tier_column = f"{key}_tier"
-        if tier_column not in board.columns:
-            continue
-        students = board[~board["method"].isin(REFERENCE_ROWS)]
         for eval_set, group in students.groupby("eval_set", sort=False):
-            letters = group[tier_column].fillna("").astype(str)
-            if (letters != "").any() and (letters.str.contains("a")).sum() != 1:
-                best[(eval_set, key)] = None
-    return best
+            letters = (
+                group[tier_column].fillna("").astype(str)
+                if tier_column in group.columns
+                else pd.Series("", index=group.index)
+            )
+            if (letters != "").any():
+                top = group.loc[letters.str.contains("a"), "method"]
+                found[(eval_set, key)] = top.iloc[0] if len(top) == 1 else None
+            else:
+                found[(eval_set, key)] = group.loc[group[f"{key}_mean"].idxmax(), "method"]
+    return found
 
 
 def table_header(eval_sets: list[str]) -> list[str]:
@@ -87,15 +81,13 @@ def seed_counts(group: pd.DataFrame) -> str:
     return "/".join(str(n) for n in sorted(set(group["n_seeds"])))
 
 
-def score_cell(
-    record: pd.Series, key: str, best: float | None, reference: bool, alpha: float
-) -> Cell:
+def score_cell(record: pd.Series, key: str, best: bool, reference: bool, alpha: float) -> Cell:
     """One table cell: mean ± std, best flag, significance marker and bootstrap interval."""
     mean = record[f"{key}_mean"]
     low, high = (float_value(record, f"{key}_ci_{end}") for end in ("low", "high"))
     return Cell(
         format_score(mean, record[f"{key}_std"]),
-        best=not reference and best is not None and round(mean, 2) == best,
+        best=not reference and best,
         marker=is_significant(float_value(record, f"{key}_p_adjusted"), alpha),
         interval=format_interval(low, high),
     )
@@ -114,7 +106,8 @@ def table_rows(board: pd.DataFrame, eval_sets: list[str], alpha: float) -> list[
                     cells.append(Cell(NO_VALUE))
                     continue
                 record = by_set.loc[eval_set]
-                cells.append(score_cell(record, key, best.get((eval_set, key)), reference, alpha))
+                winner = best.get((eval_set, key)) == method
+                cells.append(score_cell(record, key, winner, reference, alpha))
         rows.append(Row(method, reference, seed_counts(group), cells))
     return rows
 
@@ -137,8 +130,11 @@ def settings_of(view: RunView) -> StatsSettings:
 
 def count_tests(board: pd.DataFrame) -> tuple[int, int]:
     """(tests against the reference, of which over examples only) in the board."""
-    tests = [board[f"{key}_test"] for key, _ in SCORES if f"{key}_test" in board.columns]
-    values = [str(v) for column in tests for v in column.fillna("") if str(v)]
+    values = []
+    for key, _ in SCORES:
+        if f"{key}_test" in board.columns:
+            tested = board[board[f"{key}_p_vs_reference"].notna()]  # the corrected family
+            values += [str(v) for v in tested[f"{key}_test"]]
     return len(values), sum(v == EXAMPLES_ONLY for v in values)
 
 
@@ -201,7 +197,11 @@ def provenance(view: RunView) -> str:
         thread_text += f" on {machine.get('gpu') or machine.get('cpu')}{capability}"
     recipe = manifest.get("recipe") if isinstance(manifest.get("recipe"), dict) else {}
     decoding = (recipe.get("eval") or {}).get("decoding", "?")
-    per_seed = (recipe.get("student") or {}).get("init_per_seed", False)
+    student = recipe.get("student") or {}
+    per_seed = student.get("init_per_seed", False) and bool(
+        (student.get("init_train") or {}).get("steps")
+        or not (student.get("model") or {}).get("name_or_path")
+    )
     init = "one student_init per seed" if per_seed else "one student_init shared by all seeds"
     seeds = ", ".join(str(s) for s in manifest.get("seeds", []))
     seeds += f" ({init})" if len(manifest.get("seeds", [])) > 1 else ""

@@ -63,11 +63,16 @@ def statistics_columns(keys: Sequence[str]) -> list[str]:
 
 def seed_matrices(group: pd.DataFrame, key: str) -> tuple[pd.Index, np.ndarray]:
     """Example ids (first-appearance order, those every seed scored) and ``[S, n]`` scores,
-    one row per seed in ascending order."""
+    one row per seed in ascending order (the seeds with scores)."""
     ids = pd.Index(pd.unique(group["id"]))
     wide = group.pivot_table(index="seed", columns="id", values=key, aggfunc="mean")
     wide = wide.reindex(columns=ids).dropna(axis=1)
     return wide.columns, wide.to_numpy(float)
+
+
+def scored_seeds(group: pd.DataFrame, key: str) -> list:
+    """The seeds that have ``key`` scores, ascending (the rows of :func:`seed_matrices`)."""
+    return sorted(set(group.loc[group[key].notna(), "seed"]))
 
 
 def compare(method: pd.DataFrame, reference: pd.DataFrame, key: str):
@@ -78,7 +83,7 @@ def compare(method: pd.DataFrame, reference: pd.DataFrame, key: str):
     common = ids_a.intersection(ids_b, sort=False)
     a = a[:, ids_a.get_indexer(common)]
     b = b[:, ids_b.get_indexer(common)]
-    paired = sorted(set(method["seed"])) == sorted(set(reference["seed"]))
+    paired = scored_seeds(method, key) == scored_seeds(reference, key)
     return two_level_test(a, b, paired_seeds=paired)
 
 
@@ -100,8 +105,10 @@ def column_statistics(
 ) -> dict[str, dict]:
     """Interval, rank interval and tier of every method of one (eval set, score)."""
     matrices = common_matrices(groups, key)
+    out: dict[str, dict] = {m: {} for m in groups}
+    if not matrices or next(iter(matrices.values())).shape[1] < 2:
+        return out  # no examples every method holds: no intervals, ranks or tiers
     resampled = two_level_means(matrices, settings.n_resamples, seed)
-    out: dict[str, dict] = {}
     for method, means in resampled.items():
         low, high = percentile_interval(means, CONFIDENCE)
         out[method] = {f"{key}_ci_low": low, f"{key}_ci_high": high}
