@@ -91,7 +91,8 @@ def test_ray_and_slurm_give_the_local_leaderboard(
     ours, theirs = (t.sort_values(key).reset_index(drop=True) for t in (ours, theirs))
     pd.testing.assert_frame_equal(ours, theirs, rtol=1e-6)
     assert_close(unit_scores(out), unit_scores(local_run))
-    assert sorted(unit_scores(out)) == sorted([*UNITS, "student_init/seed-1", "teacher/seed-1"])
+    inits = ["student_init/seed-1", "student_init/seed-2"]  # one per seed, each evaluated
+    assert sorted(unit_scores(out)) == sorted([*UNITS, *inits, "teacher/seed-1"])
     manifest = RunDir(out).load_manifest()
     assert manifest["launcher"] == launcher
     assert manifest["recipe"]["launcher"]["name"] == launcher
