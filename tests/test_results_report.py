@@ -355,8 +355,9 @@ def test_gap_of_the_fixture_run_in_markdown(rendered):
     md = (run.root / "leaderboard.md").read_text(encoding="utf-8")
     section = md.split("## Gap closed (ROUGE-L)")[1].split("\n## ")[0]
     assert "| method | seeds | dolly | shifted |" in section
-    assert "| kd | 2 | 33% [33, 33] | 30% [30, 30] |" in section  # (22-13)/(40-13), (16-10)/20
-    assert "| *student_init* | 1 | *-11% [-11, -11]* | *-10% [-10, -10]* |" in section
+    # (22-13)/(40-13), (16-10)/20; the examples' offsets are constant, the seeds' spread is not
+    assert "| kd | 2 | 33% [23, 43] | 30% [21, 38] |" in section
+    assert "| *student_init* | 1 | *-11% [-15, -7]* | *-10% [-16, -5]* |" in section
 
 
 @pytest.mark.parametrize("missing", ["sft", "teacher"])

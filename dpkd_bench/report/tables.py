@@ -268,9 +268,9 @@ GAP_LEGEND = (
     f"Gap closed = (method − {REFERENCE_METHOD}) / ({TEACHER} − {REFERENCE_METHOD}) in mean "
     f"{dict(SCORES)[PRIMARY]}, in %: 100% reaches the teacher, 0% is no better than "
     f"{REFERENCE_METHOD}, negative is worse ({NO_VALUE}: teacher equals {REFERENCE_METHOD}, or a "
-    "score is missing). Brackets: 95% percentile bootstrap interval, resampling examples "
-    f"jointly for the method, {REFERENCE_METHOD} and the teacher (none when a resampled gap "
-    "reaches zero)."
+    "score is missing). Brackets: 95% percentile interval of the two-level bootstrap: "
+    f"examples drawn jointly for the method, {REFERENCE_METHOD} and the teacher, each one's "
+    "training seeds drawn with replacement (none when a resampled gap reaches zero)."
 )
 
 

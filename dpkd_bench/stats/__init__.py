@@ -11,7 +11,12 @@ scipy), no file I/O and no models.
   recipe's ``stats`` section).
 """
 
-from dpkd_bench.stats.board import StatsSettings, example_statistics, statistics_columns
+from dpkd_bench.stats.board import (
+    StatsSettings,
+    example_statistics,
+    gap_statistics,
+    statistics_columns,
+)
 from dpkd_bench.stats.bootstrap import (
     ALPHA,
     CONFIDENCE,
@@ -26,7 +31,6 @@ from dpkd_bench.stats.bootstrap import (
     gap_columns,
     gap_recovered,
     gap_recovered_ci,
-    gap_statistics,
     is_significant,
     paired_permutation_test,
     percentile_interval,

@@ -17,7 +17,16 @@ import numpy as np
 import pandas as pd
 
 from dpkd_bench.config import require
-from dpkd_bench.stats.bootstrap import ALPHA, CONFIDENCE, N_RESAMPLES, SEED, percentile_interval
+from dpkd_bench.stats.bootstrap import (
+    _ZERO_GAP,
+    ALPHA,
+    CONFIDENCE,
+    N_RESAMPLES,
+    SEED,
+    gap_columns,
+    gap_recovered,
+    percentile_interval,
+)
 from dpkd_bench.stats.ranks import letter_display, rank_intervals, two_level_means
 from dpkd_bench.stats.significance import CORRECTIONS, adjust, two_level_test
 
@@ -189,3 +198,62 @@ def example_statistics(
         for end in ("", "_low", "_high"):
             table[f"{key}_rank{end}"] = table[f"{key}_rank{end}"].astype("Int64")
     return table
+
+
+def gap_statistics(
+    examples: pd.DataFrame,
+    keys: Sequence[str],
+    floor: str,
+    ceiling: str,
+    n_resamples: int = N_RESAMPLES,
+    seed: int = SEED,
+) -> pd.DataFrame:
+    """Two-level bootstrap intervals of the gap recovered per (method, eval_set).
+
+    ``examples`` as for :func:`example_statistics`; ``floor`` and ``ceiling`` name the methods
+    whose scores bound the gap (sft and teacher). Each resample draws the examples once for
+    every method and each method's seeds (:func:`two_level_means`); the interval is the
+    central 95% of ``gap_recovered`` of the resampled means. NaN where either bound has no
+    scores on that eval set, and where some resample's gap is zero or of the other sign than
+    the observed one (the ratio is unbounded there).
+    """
+    columns = ["method", "eval_set", *(c for c in gap_columns(keys) if c.endswith(("lo", "hi")))]
+    if examples.empty:
+        return pd.DataFrame(columns=columns)
+    rows = []
+    for eval_set, in_set in examples.groupby("eval_set", sort=False):
+        groups = {m: g for m, g in in_set.groupby("method", sort=False)}
+        intervals = {m: {"method": m, "eval_set": eval_set} for m in groups}
+        for key in keys:
+            found = gap_intervals(groups, key, floor, ceiling, n_resamples, seed)
+            for method, (low, high) in found.items():
+                intervals[method][f"{key}_gap_recovered_lo"] = low
+                intervals[method][f"{key}_gap_recovered_hi"] = high
+        rows += intervals.values()
+    return pd.DataFrame(rows).reindex(columns=columns)
+
+
+def gap_intervals(
+    groups: dict[str, pd.DataFrame], key: str, floor: str, ceiling: str, n: int, seed: int
+) -> dict[str, tuple[float, float]]:
+    """(low, high) of every method's gap recovered on one (eval set, score); NaN when
+    undefined (module doc of :func:`gap_statistics`)."""
+    undefined = (np.nan, np.nan)
+    if floor not in groups or ceiling not in groups:
+        return dict.fromkeys(groups, undefined)
+    matrices = common_matrices(groups, key)
+    if next(iter(matrices.values())).shape[1] == 0:
+        return dict.fromkeys(groups, undefined)
+    observed = matrices[ceiling].mean() - matrices[floor].mean()
+    if abs(observed) <= _ZERO_GAP:
+        return dict.fromkeys(groups, undefined)
+    means = two_level_means(matrices, n, seed)
+    gaps = means[ceiling] - means[floor]
+    if np.any(gaps * np.sign(observed) <= _ZERO_GAP):
+        return dict.fromkeys(groups, undefined)
+    return {
+        method: percentile_interval(
+            gap_recovered(means[method], means[floor], means[ceiling]), CONFIDENCE
+        )
+        for method in groups
+    }

@@ -17,10 +17,9 @@ Pure functions over numbers and tables (numpy, pandas); no file I/O and no model
 * **Gap recovered** (:func:`gap_recovered`, :func:`gap_recovered_ci`): the share of the
   ``ceiling - floor`` gap (teacher minus sft) a method closes, ``(method - floor) / (ceiling -
   floor)`` on mean scores: 1 reaches the ceiling, 0 is no better than the floor, negative is
-  worse. NaN when the gap is zero, never inf. Its interval is the same percentile bootstrap,
-  resampling examples jointly for the three (paired on the examples all three were scored on,
-  seed-averaged first); it is NaN when some resample's gap is zero or of the other sign, where
-  the ratio is unbounded.
+  worse. NaN when the gap is zero, never inf. :func:`gap_recovered_ci` is its percentile
+  bootstrap over examples, resampled jointly for the three; the leaderboard's interval
+  (:func:`dpkd_bench.stats.board.gap_statistics`) resamples training seeds too.
 """
 
 from __future__ import annotations
@@ -200,32 +199,3 @@ def align_examples(*series: pd.Series) -> list[np.ndarray]:
 def gap_columns(keys: Sequence[str]) -> list[str]:
     """``<key>_gap_recovered``, ``..._lo``, ``..._hi`` per key (leaderboard order)."""
     return [f"{key}_gap_recovered{end}" for key in keys for end in ("", "_lo", "_hi")]
-
-
-def gap_statistics(
-    examples: pd.DataFrame,
-    keys: Sequence[str],
-    floor: str,
-    ceiling: str,
-    n_resamples: int = N_RESAMPLES,
-    seed: int = SEED,
-) -> pd.DataFrame:
-    """Bootstrap intervals of the gap recovered per (method, eval_set).
-
-    ``examples`` as for :func:`example_statistics`; ``floor`` and ``ceiling`` name the methods
-    whose scores bound the gap (sft and teacher). Returns method, eval_set and
-    ``<key>_gap_recovered_lo``/``_hi`` per key: NaN where either bound has no scores on that
-    eval set (see :func:`gap_recovered_ci` for the other NaN cases).
-    """
-    columns = ["method", "eval_set", *(c for c in gap_columns(keys) if c.endswith(("lo", "hi")))]
-    rows = []
-    for (method, eval_set), group in examples.groupby(["method", "eval_set"], sort=False):
-        same_set = examples[examples["eval_set"] == eval_set]
-        bounds = [same_set[same_set["method"] == name] for name in (floor, ceiling)]
-        row = {"method": method, "eval_set": eval_set}
-        for key in keys:
-            aligned = align_examples(*(example_means(g, key) for g in (group, *bounds)))
-            interval = gap_recovered_ci(*aligned, n_resamples=n_resamples, seed=seed)
-            row[f"{key}_gap_recovered_lo"], row[f"{key}_gap_recovered_hi"] = interval
-        rows.append(row)
-    return pd.DataFrame(rows, columns=columns)
