@@ -13,7 +13,8 @@ Prints the machine, each run's wall time by stage, a per-method table (mean EM p
 its mean over the sets, the share of the teacher - sft gap closed on synthetic-id), the tests
 against sft that survive the leaderboard's correction (Holm by default) per eval set, the tiers
 and the rank intervals of the top three methods per eval set (EM), and, with --second,
-Kendall's tau between the two rankings with a two-level bootstrap interval and the pairs of
+Kendall's tau between the two rankings with the range of tau between two-level bootstrap
+resamples of both runs, and the pairs of
 methods that the tiers separate in both runs and whether they keep their order; then one line
 per target,
 ``name: value (goal ...) PASS|FAIL|SKIP`` (SKIP: the option that measures it was not given),
@@ -362,8 +363,10 @@ def stability_target(first: Run, second: Run | None) -> tuple[list[Target], list
         "n/a (a run has no per-example scores)" if math.isnan(low) else (f"[{low:.3f}, {high:.3f}]")
     )
     note = (
-        f"tau-b over {len(common)} methods in both runs, mean EM over the eval sets; 95% "
-        f"two-level bootstrap interval {interval}"
+        f"tau-b over {len(common)} methods in both runs, mean EM over the eval sets; 95% range "
+        f"of tau between two-level bootstrap resamples of both runs {interval} (resampling adds "
+        "noise to both rankings: the range is what another pair of runs could give, and sits "
+        "below the observed tau when the order is fragile)"
     )
     tau = check("kendall_tau", kendall_tau_b(x, y), goal, note, digits=3)
     agree, separated, detail = between_tiers(first.board, second.board, common)
