@@ -33,7 +33,6 @@ from dpkd_bench.results import (
     EXAMPLE_SCORES,
     METRICS,
     RunDir,
-    read_jsonl,
     write_example_scores,
     write_json,
     write_jsonl,
@@ -70,6 +69,7 @@ class Evaluator:
         self.run_dir = run_dir
         self.teacher = None
         self.teacher_rows = TeacherRows()
+        self.example_rows: dict[str, list[dict]] = {}  # eval set -> its per-example scores
 
     def engine(self, name: str, model_dir):
         """A vLLM engine on the saved model (``eval.backend: vllm``), released on leaving it;
@@ -109,19 +109,11 @@ class Evaluator:
             )
             metrics["lm_eval_wall_s"] = round(seconds, 2)
         if self.procs.main:
-            write_example_scores(unit_dir / EXAMPLE_SCORES, self._example_rows(unit_dir, data))
+            rows = [row for set_name in scores for row in self.example_rows.pop(set_name)]
+            write_example_scores(unit_dir / EXAMPLE_SCORES, rows)
             self._write(model, data, unit_dir, name, metrics)
         self.procs.wait()
         return metrics
-
-    @staticmethod
-    def _example_rows(unit_dir: Path, data: PreparedData) -> list[dict]:
-        """Every eval set's per-example scores, from the generation files just written."""
-        return [
-            {"eval_set": set_name, **record}
-            for set_name in data.eval_sets
-            for record in read_jsonl(unit_dir / "generations" / f"{set_name}.jsonl")
-        ]
 
     def _write(self, model, data: PreparedData, unit_dir: Path, name: str, metrics) -> None:
         """Fidelity figures (when on) and metrics.json, last: it marks the unit done."""
@@ -177,4 +169,5 @@ class Evaluator:
         per_example = mean_over_generations(per_seed)
         records = generation_records(eval_set, predictions, per_example)
         write_jsonl(unit_dir / "generations" / f"{eval_set.name}.jsonl", records)
+        self.example_rows[eval_set.name] = [{"eval_set": eval_set.name, **r} for r in records]
         return {**mean_metrics(per_example), "n": len(records)}

@@ -120,10 +120,9 @@ class SharedStage:
         """Every training seed's ``student_init``: the run's saved one when resuming, else
         trained now (once per distinct init seed)."""
         models: dict[int, Any] = {}
-        for seed, init_seed in init_seeds(self.recipe).items():
-            shared = next(
-                (m for k, m in models.items() if init_seeds(self.recipe)[k] == init_seed), None
-            )
+        seeds = init_seeds(self.recipe)
+        for seed, init_seed in seeds.items():
+            shared = next((m for k, m in models.items() if seeds[k] == init_seed), None)
             if shared is not None:
                 models[seed] = shared
                 continue
@@ -137,10 +136,9 @@ class SharedStage:
         """The SHA-256 of ``student_init``'s weights; per training seed (``{"<k>": sha}``)
         when they vary by seed."""
         root, recipe = self.run_dir.root, self.recipe
-        hashes = {
-            str(k): file_sha256(student_init_dir(root, recipe, k) / "model.safetensors")
-            for k in recipe.seeds
-        }
+        dirs = {str(k): student_init_dir(root, recipe, k) for k in recipe.seeds}
+        sums = {d: file_sha256(d / "model.safetensors") for d in set(dirs.values())}
+        hashes = {k: sums[d] for k, d in dirs.items()}  # one hash per saved model
         return hashes if recipe.student.varies_by_seed else hashes[str(recipe.seeds[0])]
 
     def saved_student_init(self, seed: int):

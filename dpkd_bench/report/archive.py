@@ -16,7 +16,12 @@ from pathlib import Path
 
 from dpkd_bench.errors import UserError
 from dpkd_bench.report.samples import SAMPLES_PER_SET
-from dpkd_bench.report.view import first_seed_units, load_run, read_generations
+from dpkd_bench.report.view import (
+    first_seed_units,
+    load_run,
+    read_generations,
+    unit_example_scores,
+)
 from dpkd_bench.results import (
     EXAMPLE_SCORES,
     GENERATIONS,
@@ -24,6 +29,7 @@ from dpkd_bench.results import (
     METRICS,
     TRAIN_LOG,
     RunDir,
+    parse_seed_dir,
     write_example_scores,
     write_jsonl,
 )
@@ -52,14 +58,9 @@ def archive_run(source: str | Path, target: str | Path) -> Path:
         if (unit / EXAMPLE_SCORES).is_file():
             shutil.copyfile(unit / EXAMPLE_SCORES, copy / EXAMPLE_SCORES)
         else:  # a run made before the file: from its generations
-            rows = [
-                {"eval_set": eval_set, **record}
-                for eval_set in view.eval_sets
-                for record in read_generations(unit, eval_set)
-            ]
-            write_example_scores(copy / EXAMPLE_SCORES, rows)
+            write_example_scores(copy / EXAMPLE_SCORES, unit_example_scores(unit, view.eval_sets))
     for method, unit in first_seed_units(view).items():
-        seed = int(unit.name.split("-")[-1])
+        seed = parse_seed_dir(unit.name)
         for eval_set in view.eval_sets:
             shown = read_generations(unit, eval_set)[:SAMPLES_PER_SET]
             if shown:
