@@ -152,6 +152,7 @@ class Trainables:
     method: Any
     generator: torch.Generator
     pretrain: Any = None  # the pre-training corpus's batch stream, when the unit has one
+    dev: Any = None  # the dev curve and best weights (dpkd_bench.dev.DevTracker), when validating
 
 
 def rank_state(parts: Trainables) -> dict[str, Any]:
@@ -184,6 +185,7 @@ def save_checkpoint(
         "scheduler": parts.scheduler.state_dict(),
         "stream": parts.stream.state_dict(),
         **({"pretrain": parts.pretrain.state_dict()} if parts.pretrain is not None else {}),
+        **({"dev": parts.dev.state_dict()} if parts.dev is not None else {}),
         "method": parts.method.state_dict(),
         "rng": rng_states(parts.generator),
     }
@@ -273,6 +275,8 @@ def load_checkpoint(
     parts.stream.load_state_dict(state["stream"])
     if parts.pretrain is not None and "pretrain" in state:
         parts.pretrain.load_state_dict(state["pretrain"])
+    if parts.dev is not None and "dev" in state:
+        parts.dev.load_state_dict(state["dev"])
     parts.method.load_state_dict(own["method"])
     set_rng_states(own["rng"], parts.generator)
     return state["progress"]

@@ -1,4 +1,5 @@
-"""``dpkd-bench``: run | report | ls | validate. Argument parsing only; the work is elsewhere.
+"""``dpkd-bench``: run | tune | report | ls | validate. Argument parsing only; the work is
+elsewhere.
 
 Exit status: 0 success; 2 a user error (one ``error:`` line on stderr); 1 an internal fault.
 """
@@ -135,6 +136,34 @@ def cmd_run(args) -> int:
     return runner.run(launch_units)
 
 
+def cmd_tune(args) -> int:
+    from dpkd_bench.methods import load_plugins
+    from dpkd_bench.preflight import check_run
+    from dpkd_bench.recipe import load_recipe
+    from dpkd_bench.tune_run import tune
+
+    load_plugins(args.plugin)
+    args.sweep = None
+    if args.trials is not None:
+        args.overrides = [*args.overrides, f"tune.trials={args.trials}"]
+    recipe = load_recipe(args.recipe, run_overrides(args), args.plugin)
+    out = Path(args.out or f"runs/tune-{recipe.name}-{datetime.now():%Y%m%d-%H%M%S}")
+    check_run(recipe, out)
+    if out.exists() and any(out.iterdir()) and not args.resume:
+        raise UserError(
+            f"output directory {out} is not empty; pass --resume to continue that tuning or "
+            "choose another --out"
+        )
+    command = shlex.join(["dpkd-bench", *args.argv])
+    launch = None
+    if recipe.launcher.name != "local":
+        from dpkd_bench.launchers import launch_units as launch
+    status = tune(recipe, out, args.resume, command, launch)
+    if status == 0:
+        print(out / "tuned.yaml")
+    return status
+
+
 def check_has_results(target) -> None:
     """A user error unless the run directory ``target`` holds a finished unit's results."""
     from dpkd_bench.report.view import load_run
@@ -160,7 +189,11 @@ def cmd_report(args) -> int:
                 "several run directories are merged into a new one; name it with --out DIR"
             )
         target = merge_runs(args.dirs, args.out)
-    check_has_results(target)
+    from dpkd_bench.report.tuning import is_tuning_run
+    from dpkd_bench.results import RunDir
+
+    if not is_tuning_run(RunDir(target)):
+        check_has_results(target)
     paths = render(target)
     if args.archive:
         from dpkd_bench.report.archive import archive_run, differing_tables
@@ -262,9 +295,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="print per-method tokens, teacher forwards, steps, FLOPs and memory; train nothing",
     )
     run.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. train.steps=200")
+    tune = sub.add_parser(
+        "tune",
+        help="tune every method with the same number of trials on the dev split; writes a "
+        "tuned recipe",
+    )
+    tune.add_argument("--recipe", help=f"recipe YAML or built-in name {BUILTIN_RECIPES}")
+    tune.add_argument("--methods", help="comma-separated method names, or 'all'")
+    tune.add_argument("--trials", type=int, help="trials per method (the recipe's tune.trials)")
+    tune.add_argument("--out", help="run directory (default: runs/tune-<recipe>-<time>)")
+    tune.add_argument("--resume", action="store_true", help="continue the tuning in --out")
+    tune.add_argument("--launcher", choices=LAUNCHERS, help="where the trials run (as for run)")
+    tune.add_argument("--quiet", action="store_true", help="print warnings and errors only")
+    tune.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. tune.lr_points=4")
+    tune.set_defaults(func=cmd_tune, seeds=None)
     ls = sub.add_parser("ls", help="list methods, eval sets and recipes")
     validate = sub.add_parser("validate", help="check a recipe without running it")
-    for command in (run, ls, validate):
+    for command in (run, tune, ls, validate):
         command.add_argument(
             "--plugin",
             action="append",

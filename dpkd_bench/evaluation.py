@@ -115,6 +115,11 @@ class Evaluator:
         self.procs.wait()
         return metrics
 
+    def record_trial(self, name: str, seed: int, train_info: dict) -> None:
+        """A tuning trial's metrics.json: its training and dev curve, no eval-set scores."""
+        metrics = {"method": name, "seed": seed, "eval": {}, "train": train_info}
+        write_json(self.run_dir.unit_dir(name, seed) / METRICS, metrics)
+
     def _write(self, model, data: PreparedData, unit_dir: Path, name: str, metrics) -> None:
         """Fidelity figures (when on) and metrics.json, last: it marks the unit done."""
         if self.recipe.eval.fidelity and name != "teacher" and self.teacher is not None:

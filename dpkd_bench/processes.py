@@ -25,6 +25,8 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, gather_object, set_seed
 
 from dpkd_bench.checkpoint import publish_dir
+from dpkd_bench.dev import DevTracker
+from dpkd_bench.errors import RecipeError
 from dpkd_bench.generate import DecodeSettings, shard_seed, shard_slice
 from dpkd_bench.methods.base import Method, TrainContext
 from dpkd_bench.models import save_model
@@ -103,6 +105,7 @@ class Training:
     on_record: Any = None  # called with every record of the training log (trackers)
     checkpoint_dir: Path | None = None  # resume from / write checkpoints here
     pretrain_items: Sequence[dict] = ()  # corpus chunks, for a method with a pre-training term
+    dev: Any = None  # the dev split as scored during training (dpkd_bench.dev.DevSet)
 
 
 def fit(procs: Processes, job: Training, tokenizer, sampling: SamplingConfig) -> TrainResult:
@@ -131,6 +134,14 @@ def fit(procs: Processes, job: Training, tokenizer, sampling: SamplingConfig) ->
         steps_per_epoch=len(job.items) // (cfg.batch_size * cfg.grad_accum),
     )
     stream = BatchStream(job.items, cfg.batch_size, seed)
+    tracker = None
+    if cfg.eval_every:
+        if job.dev is None or not len(job.dev.prompt_ids):
+            raise RecipeError(
+                f"{job.desc}: train.eval_every={cfg.eval_every} scores a dev split, and this "
+                "data has none; set data.dev_num > 0 (instruction JSONL) or eval_every: 0"
+            )
+        tracker = DevTracker(job.dev, cfg)
     return train(
         job.method,
         job.model,
@@ -142,4 +153,5 @@ def fit(procs: Processes, job: Training, tokenizer, sampling: SamplingConfig) ->
         job.desc,
         job.checkpoint_dir,
         pretrain,
+        tracker,
     )

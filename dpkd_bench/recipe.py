@@ -24,6 +24,8 @@ from dpkd_bench.methods import DEFAULT_METHODS
 from dpkd_bench.preflight import check_recipe
 from dpkd_bench.stats.board import StatsSettings
 from dpkd_bench.trackers import TRACKERS
+from dpkd_bench.tune import TuneConfig, TunedRecord
+from dpkd_bench.variants import parse_variant, split_train
 
 BUILTIN_RECIPES = ("synthetic", "synthetic-quick")
 DEFAULT_RECIPE = "synthetic"
@@ -32,6 +34,9 @@ LAUNCHERS = ("local", "ray", "slurm")  # launcher.name / --launcher
 SUBMITIT_CLUSTERS = ("slurm", "local")  # launcher.cluster: SLURM, or subprocesses here
 SLURM_TIME = re.compile(r"^(?:(\d+)-)?(\d+):(\d{2})(?::(\d{2}))?$")  # [D-]H:MM[:SS]
 KEY_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")  # one part of an override's key path
+SCHEDULES = ("constant", "linear", "cosine")  # train.schedule, each after its linear warm-up
+SELECTIONS = ("last", "best_dev")  # train.select
+DEV_METRICS = ("rougeL", "exact_match")  # train.dev_metric
 
 
 @dataclass
@@ -112,19 +117,35 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    """Optimisation settings shared by the single training loop."""
+    """Optimisation settings of the single training loop.
+
+    The recipe's ``train`` section holds every unit's settings; a method's ``train:`` block
+    (``method_args.<method>.train``, or ``<method>.train.<key>=value`` on the command line)
+    changes them for that method's units (:meth:`Recipe.unit_train`).
+
+    Validation: every ``eval_every`` optimiser steps (and before the first, and after the last)
+    the student decodes the dev split greedily and is scored with ``dev_metric``;
+    ``select: best_dev`` then keeps the weights of the best dev score (ties: the earlier step;
+    the untrained start is never selected), as the official MiniLLM, DistiLLM and DPKD code keep
+    the checkpoint of the best validation ROUGE-L. ``eval_every: 0`` turns validation off.
+    """
 
     steps: int = 300
     batch_size: int = 32
     grad_accum: int = 1
     lr: float = 1e-3
-    warmup_ratio: float = 0.05
+    schedule: str = "cosine"  # constant | linear | cosine (to 0 at the last step)
+    warmup_ratio: float = 0.05  # share of the steps with a linear warm-up from 0
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
     log_every: int = 10
     checkpoint_every: int = 50  # optimiser steps between resumable checkpoints; 0 = none
     mixed_precision: str = "no"  # "no", "bf16" or "fp16" autocast (GPUs)
     gradient_checkpointing: bool = False
+    eval_every: int = 0  # optimiser steps between dev evaluations; 0 = none
+    select: str = "last"  # last | best_dev: the weights the unit keeps
+    dev_metric: str = "rougeL"  # rougeL | exact_match, on greedy decodes of the dev split
+    dev_examples: int = 0  # dev examples scored (the first N); 0 = all
     # Experiment trackers of the units' training (the recipe's `train` section; the teacher's and
     # student_init's are not tracked): any of tensorboard, wandb, mlflow (dpkd_bench/trackers.py)
     report_to: list[str] = field(default_factory=list)
@@ -134,6 +155,11 @@ class TrainConfig:
         require(self.batch_size >= 1, "batch_size", f"must be >= 1 (got {self.batch_size})")
         require(self.grad_accum >= 1, "grad_accum", f"must be >= 1 (got {self.grad_accum})")
         require(self.lr > 0, "lr", f"must be > 0 (got {self.lr})")
+        require(
+            self.schedule in SCHEDULES,
+            "schedule",
+            f"must be one of {', '.join(SCHEDULES)} (got {self.schedule!r})",
+        )
         require(0 <= self.warmup_ratio < 1, "warmup_ratio", "must be in [0, 1)")
         require(self.weight_decay >= 0, "weight_decay", "must be >= 0")
         require(self.max_grad_norm > 0, "max_grad_norm", "must be > 0")
@@ -144,12 +170,52 @@ class TrainConfig:
             "mixed_precision",
             f"must be one of no, bf16, fp16 (got {self.mixed_precision!r})",
         )
+        require(self.eval_every >= 0, "eval_every", "must be >= 0 (0 turns validation off)")
+        require(
+            self.select in SELECTIONS,
+            "select",
+            f"must be one of {', '.join(SELECTIONS)} (got {self.select!r})",
+        )
+        require(
+            self.select == "last" or self.eval_every > 0,
+            "select",
+            "best_dev needs validation during training: set eval_every > 0 too",
+        )
+        require(
+            self.dev_metric in DEV_METRICS,
+            "dev_metric",
+            f"must be one of {', '.join(DEV_METRICS)} (got {self.dev_metric!r})",
+        )
+        require(self.dev_examples >= 0, "dev_examples", "must be >= 0 (0 = the whole dev split)")
         unknown = [name for name in self.report_to if name not in TRACKERS]
         require(
             not unknown,
             "report_to",
             f"names unknown trackers {unknown}; known: {', '.join(TRACKERS)}",
         )
+
+    def identity(self) -> dict[str, Any]:
+        """The settings that decide the weights, as a content key sees them: without
+        ``report_to`` (where the curves go), and without the settings added since keys were
+        first written while they hold the value that trained like before (so that the cached
+        and shipped teachers keep their keys)."""
+        values = dataclasses.asdict(self)
+        values.pop("report_to")
+        for key, inert in INERT_TRAIN_VALUES.items():
+            if values[key] == inert:
+                values.pop(key)
+        return values
+
+
+# TrainConfig settings added after content keys were first written, at the value under which a
+# unit trains as before they existed (validation off, the last weights kept).
+INERT_TRAIN_VALUES: dict[str, Any] = {
+    "schedule": "cosine",
+    "eval_every": 0,
+    "select": "last",
+    "dev_metric": "rougeL",
+    "dev_examples": 0,
+}
 
 
 @dataclass
@@ -359,6 +425,14 @@ class Recipe:
     launcher: LauncherConfig = field(default_factory=LauncherConfig)
     # How the leaderboard tests: correction (holm | bh | none), alpha, bootstrap resamples.
     stats: StatsSettings = field(default_factory=StatsSettings)
+    # `dpkd-bench tune`: trials per method, the learning-rate grid, the trials' seed.
+    tune: TuneConfig = field(default_factory=TuneConfig)
+    # How this recipe's per-method settings were tuned (written by `dpkd-bench tune`); None:
+    # untuned, every method trains with the settings written here by hand.
+    tuned: TunedRecord | None = None
+    # A tuning run (set by `dpkd-bench tune`): its units are trials, scored on the dev split
+    # only; no eval set is decoded.
+    tuning_run: bool = False
 
     def __post_init__(self):
         require(
@@ -373,6 +447,26 @@ class Recipe:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def unit_train(self, spec: str) -> TrainConfig:
+        """The training settings of method ``spec``'s units (a name or a variant).
+
+        Precedence, highest first: the variant's ``train.<key>`` values (sweeps), the method's
+        ``train`` block (``method_args.<method>.train``; ``<method>.train.<key>=v`` on the
+        command line), the recipe's ``train`` section (``train.<key>=v`` on the command line),
+        the defaults.
+        """
+        base, variant = parse_variant(spec)
+        own = split_train({**self.method_args.get(base, {}), **variant})[1]
+        if not own:
+            return self.train
+        where = f"method_args.{base}.train"
+        return build(TrainConfig, {**dataclasses.asdict(self.train), **own}, where=where)
+
+    def method_train_keys(self, spec: str) -> set[str]:
+        """The training keys method ``spec`` sets for itself (block or variant)."""
+        base, variant = parse_variant(spec)
+        return set(split_train({**self.method_args.get(base, {}), **variant})[1])
 
 
 # --------------------------------------------------------------------------- loading
@@ -537,7 +631,10 @@ def resolve_recipe(
         if not item.strip().startswith("base="):
             apply_override(data, item, METHODS)
     resolved = build(Recipe, data)
+    for spec in [*resolved.methods, *resolved.method_args]:
+        resolved.unit_train(spec)  # an unknown or bad training key fails here, by its path
     check_recipe(resolved)  # names, eval sets, data paths, sequence lengths
+    warn_shadowed(resolved, overrides)
     try:
         validate_methods(
             resolved.methods, resolved.method_args, resolved.data.pretrain_source is not None
@@ -548,6 +645,23 @@ def resolve_recipe(
             "); write variants as name[key=value,...], e.g. dpkd[beta=0.05]"
         ) from None
     return resolved
+
+
+def warn_shadowed(recipe: Recipe, overrides: typing.Sequence[str]) -> None:
+    """One warning per command-line ``train.<key>`` that a listed method's own training
+    settings override, so that nobody reads a leaderboard as trained with it."""
+    from dpkd_bench.console import warn
+
+    for item in overrides:
+        parts, value = parse_override(item)
+        if len(parts) != 2 or parts[0] != "train":
+            continue
+        shadowed = [m for m in recipe.methods if parts[1] in recipe.method_train_keys(m)]
+        if shadowed:
+            warn(
+                f"train.{parts[1]}={value} does not reach {', '.join(shadowed)}: their own "
+                f"training settings set {parts[1]}; change it with <method>.train.{parts[1]}=VALUE"
+            )
 
 
 def dump_yaml(data: Any) -> str:

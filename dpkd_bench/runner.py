@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import socket
 import sys
 import time
@@ -44,6 +45,7 @@ from dpkd_bench.checkpoint import (
     trim_log,
 )
 from dpkd_bench.console import log
+from dpkd_bench.dev import DevSet
 from dpkd_bench.errors import UserError, describe_error, is_disk_full
 from dpkd_bench.evaluation import Evaluator
 from dpkd_bench.lock import run_lock
@@ -81,7 +83,8 @@ class Runner(SharedStage):
     ):
         self.procs = Processes()
         console.library_bars()
-        for cfg in (recipe.train, recipe.student.init_train):
+        unit_trains = [recipe.unit_train(name) for name in recipe.methods]
+        for cfg in (*unit_trains, recipe.student.init_train):
             check_shardable(cfg.batch_size, self.procs.count)
         check_eval_backend(recipe, self.procs.count)
         if not worker:
@@ -154,16 +157,21 @@ class Runner(SharedStage):
             return True
         record = self.manifest.record_unit
         running = {"state": "running", "error": None, **self.unit_fields}
+        running["train"] = dataclasses.asdict(self.recipe.unit_train(name))
         where = {"host": socket.gethostname(), "threads": thread_settings()}
         self.procs.on_main(record, name, seed, {**running, **where})
         unit_dir, start = self.run_dir.unit_dir(name, seed), time.time()
         try:
             with self.tracking(name, seed, method) as trackers:
                 model, train_info = self.train_unit(name, method, seed, inputs, trackers)
+                if self.recipe.tuning_run:  # a trial: its dev curve is its result
+                    self.procs.on_main(self.evaluator.record_trial, name, seed, train_info)
+                    self.procs.wait()
+                    return self.unit_done(name, seed, start, train_info)
                 metrics = self.evaluator.evaluate(
                     model, inputs.data, name, seed, unit_dir / "student", train_info
                 )
-                settings = method.describe()["defaults"]
+                settings = self.unit_settings(name, method)
                 card = (name, seed, settings, unit_dir / "student", metrics["eval"])
                 self.procs.on_main(self.write_card, *card)
                 if trackers is not None:
@@ -179,12 +187,16 @@ class Runner(SharedStage):
                     record(name, seed, failure)
             log(f"{name} seed {seed}: FAILED ({describe_error(err)})")
             return False
+        return self.unit_done(name, seed, start, train_info)
+
+    def unit_done(self, name: str, seed: int, start: float, train_info: dict) -> bool:
+        """Mark a finished unit done in the manifest and drop its checkpoint; True."""
         wall = time.time() - start
         done = {"state": "done", "error": None, "wall_s": round(wall, 2)}
         done["skipped_steps"] = train_info["skipped_steps"]
         done["resumed_from_step"] = train_info["resumed_from_step"]
-        self.procs.on_main(record, name, seed, done)
-        self.procs.on_main(remove_dir, unit_dir / CHECKPOINT)
+        self.procs.on_main(self.manifest.record_unit, name, seed, done)
+        self.procs.on_main(remove_dir, self.run_dir.unit_dir(name, seed) / CHECKPOINT)
         self.manifest.stage_times[f"unit:{name}/seed-{seed}"] = round(wall, 2)
         log(f"{name} seed {seed}: {wall:.1f}s")
         return True
@@ -193,14 +205,14 @@ class Runner(SharedStage):
     def tracking(self, name: str, seed: int, method: Method):
         """The unit's tracker runs (``train.report_to``; main process), finished on leaving;
         None without trackers."""
-        names = self.recipe.train.report_to
+        names = self.recipe.unit_train(name).report_to
         if not names or not self.procs.main:
             yield None
             return
         from dpkd_bench.trackers import UnitTrackers
 
         config = {**plain_recipe(self.recipe), "unit": {"method": name, "seed": seed}}
-        config["unit"]["settings"] = method.describe()["defaults"]
+        config["unit"]["settings"] = self.unit_settings(name, method)
         key = unit_key(name, seed)
         trackers = UnitTrackers(names, self.run_dir.root, key, self.recipe.name, config)
         try:
@@ -212,7 +224,9 @@ class Runner(SharedStage):
         """Train one unit (from its checkpoint when resuming), save its student; (model, info).
         ``trackers`` get every record of its training log."""
         data, unit_dir = inputs.data, self.run_dir.unit_dir(name, seed)
-        label, config = f"{name} seed {seed}", dump_yaml(method.describe())
+        cfg = self.recipe.unit_train(name)
+        config = dump_yaml({**method.describe(), "train": dataclasses.asdict(cfg)})
+        label = f"{name} seed {seed}"
         resumed_from = self.procs.from_main(
             prepare_unit_dir(unit_dir, label, self.resume) if self.procs.main else None
         )
@@ -222,7 +236,7 @@ class Runner(SharedStage):
         job = Training(
             method,
             model,
-            self.recipe.train,
+            cfg,
             unit_items(method, data.train_items, inputs.samples),
             seed,
             desc=label,
@@ -232,9 +246,11 @@ class Runner(SharedStage):
             on_record=trackers.log if trackers is not None else None,
             checkpoint_dir=unit_dir / CHECKPOINT,
             pretrain_items=inputs.pretrain_items,
+            dev=self.dev_set(data) if cfg.eval_every else None,
         )
         result = fit(self.procs, job, data.tokenizer, self.recipe.sampling)
-        self.procs.publish_model(model, data.tokenizer, unit_dir / "student")
+        if not self.recipe.tuning_run:  # a trial keeps its dev curve, not its weights
+            self.procs.publish_model(model, data.tokenizer, unit_dir / "student")
         return model, {
             "steps": result.steps,
             "wall_s": round(result.wall_s, 2),
@@ -242,7 +258,24 @@ class Runner(SharedStage):
             "skipped_steps": result.skipped_steps,
             "teacher_forwards": result.teacher_forwards,
             "resumed_from_step": resumed_from,
+            **({"dev": result.dev} if result.dev is not None else {}),
         }
+
+    def unit_settings(self, name: str, method: Method) -> dict:
+        """A unit's settings as its model card and trackers show them: the method's, and its
+        training settings under ``train``."""
+        train = dataclasses.asdict(self.recipe.unit_train(name))
+        return {**method.describe()["defaults"], "train": train}
+
+    def dev_set(self, data) -> DevSet | None:
+        """The dev split as training scores it (greedy, the eval section's lengths)."""
+        if data.dev is None:
+            return None
+        cfg = self.recipe.eval
+        references = [list(e.references) for e in data.dev.examples]
+        return DevSet(
+            data.dev.prompt_ids, references, data.tokenizer, cfg.max_new_tokens, cfg.batch_size
+        )
 
     def _finish(self, total: float) -> str | None:
         """Close the manifest and render the report; the report's error, if it failed."""

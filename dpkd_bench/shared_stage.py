@@ -94,6 +94,8 @@ class SharedStage:
         for seed in reference_seeds(self.recipe, INIT_DIR):
             model_dir = str(student_init_dir(self.run_dir.root, self.recipe, seed))
             references.append((INIT_DIR, student_init[seed], model_dir, seed))
+        if self.recipe.tuning_run:  # trials are scored on the dev split only
+            references = []
         for name, model, model_dir, seed in references:
             if not self.reference_done(name, seed):
                 stage = f"eval:{name}" if seed == self.recipe.seeds[0] else f"eval:{name}/{seed}"

@@ -49,7 +49,7 @@ def content_key(*parts) -> str:
 def teacher_key(recipe: Recipe, data: PreparedData) -> str:
     """The content hash a teacher trained here is cached (and shipped) under."""
     config = asdict(recipe.teacher)
-    config["train"].pop("report_to")  # where the curves go does not change the weights
+    config["train"] = recipe.teacher.train.identity()
     return content_key(TEACHER_FORMAT, data.hashes["train"], data.hashes["tokenizer"], config)
 
 

@@ -5,7 +5,9 @@ tensors, unit counts; ``Method.prepare_next``), attach a batch of pre-training c
 when the method's ``pt_weight`` is > 0, add the counts over the whole accumulated batch, then
 for each micro-batch back-propagate ``sum_term weight * term_sum / total_count(term)``. The
 loss is thus normalised by the token (or sequence) count of the whole accumulated batch, never
-per micro-batch. AdamW, cosine schedule with linear warm-up, gradient clipping.
+per micro-batch. AdamW, a constant, linear or cosine schedule after a linear warm-up
+(``train.schedule``), gradient clipping; the dev split scored every ``train.eval_every`` steps,
+the best-on-dev weights kept when ``train.select`` is ``best_dev`` (:mod:`dpkd_bench.dev`).
 
 Resume: given a checkpoint directory, ``train`` continues from the checkpoint found there and
 writes a new one every ``checkpoint_every`` steps and after the last step
@@ -44,11 +46,16 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import gather_object
 from tqdm.auto import tqdm
-from transformers import get_cosine_schedule_with_warmup
+from transformers import (
+    get_constant_schedule_with_warmup,
+    get_cosine_schedule_with_warmup,
+    get_linear_schedule_with_warmup,
+)
 
 from dpkd_bench import console
 from dpkd_bench.checkpoint import Trainables, load_checkpoint, rank_state, save_checkpoint
 from dpkd_bench.data.collate import collate_pairs
+from dpkd_bench.dev import DevTracker
 from dpkd_bench.errors import DataError, RecipeError, Terminated
 from dpkd_bench.methods.base import (
     Method,
@@ -117,6 +124,7 @@ class TrainResult:
     tokens: int
     skipped_steps: int
     teacher_forwards: int = 0  # sequences through the teacher's forward, every process
+    dev: dict | None = None  # the dev curve and the point kept (DevTracker.summary), if any
 
 
 @dataclass
@@ -171,7 +179,17 @@ def make_optimizer(model, cfg: TrainConfig):
     ]
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
     warmup = int(cfg.warmup_ratio * cfg.steps)
-    return optimizer, get_cosine_schedule_with_warmup(optimizer, warmup, max(cfg.steps, 1))
+    if cfg.schedule == "constant":
+        return optimizer, get_constant_schedule_with_warmup(optimizer, warmup)
+    make = SCHEDULES[cfg.schedule]
+    return optimizer, make(optimizer, warmup, max(cfg.steps, 1))
+
+
+# train.schedule -> its transformers schedule (linear warm-up first; decay to 0 at the last step)
+SCHEDULES = {
+    "linear": get_linear_schedule_with_warmup,
+    "cosine": get_cosine_schedule_with_warmup,
+}
 
 
 def _step_loss(terms, weights, units, totals):
@@ -422,6 +440,7 @@ def train(
     desc: str = "train",
     checkpoint_dir: Path | None = None,
     pretrain: BatchStream | None = None,
+    dev: DevTracker | None = None,
 ) -> TrainResult:
     """Train ``student`` in place with ``method`` for ``cfg.steps`` optimiser steps.
 
@@ -443,6 +462,9 @@ def train(
     ``stream``) for a method with ``pt_weight`` > 0; ignored otherwise. A method with
     ``disables_dropout`` trains (and samples) with the student's dropout off. The sequences
     through the teacher's forward (``ctx.teacher``) are counted into ``teacher_forwards``.
+    ``dev``: validation (``cfg.eval_every``; :mod:`dpkd_bench.dev`): the dev split is scored
+    before the first step, every ``eval_every`` steps and after the last; with ``cfg.select``
+    ``best_dev`` the student ends with the best point's weights. Its curve is in the result.
     With ``checkpoint_dir`` and one process, SIGTERM (a scheduler preempting or timing out the
     job) makes the loop checkpoint after the current step and raise :class:`Terminated`.
     """
@@ -469,12 +491,29 @@ def train(
             desc,
             checkpoint_dir,
             (teacher_forwards, stop),
+            dev,
         )
     accelerator.free_memory()
     return result
 
 
-def _loop(method, student, cfg, streams, ctx, accelerator, train_log, desc, checkpoint_dir, flags):
+def _validate(dev: DevTracker, student, progress: Progress, desc: str) -> float:
+    """Score the dev split at ``progress``'s step; the seconds it took (not training time)."""
+    started = time.time()
+    point = {
+        "step": progress.step,
+        "tokens": progress.tokens,
+        "teacher_forwards": progress.teacher_forwards,
+        "elapsed_s": round(progress.elapsed_s, 3),
+    }
+    score = dev.observe(student, point)
+    console.log(f"{desc}: step {progress.step}, dev {dev.metric} {score:.2f}")
+    return time.time() - started
+
+
+def _loop(
+    method, student, cfg, streams, ctx, accelerator, train_log, desc, checkpoint_dir, flags, dev
+):
     """The loop of :func:`train`, once the student is set up for it. ``flags``: the count of
     the teacher's sequences (:func:`counted_forwards`) and the SIGTERM request
     (:func:`sigterm_requested`): the loop checkpoints after the step it arrives in, then raises
@@ -482,7 +521,7 @@ def _loop(method, student, cfg, streams, ctx, accelerator, train_log, desc, chec
     counted, terminate = flags
     stream, pretrain = streams
     optimizer, scheduler = make_optimizer(student, cfg)
-    parts = Trainables(student, optimizer, scheduler, stream, method, ctx.generator, pretrain)
+    parts = Trainables(student, optimizer, scheduler, stream, method, ctx.generator, pretrain, dev)
     # The scheduler stays unprepared: accelerate's would step it once per process.
     model, prepared_optimizer = accelerator.prepare(student, optimizer)
     run = Optimisation(model, prepared_optimizer, scheduler, cfg, accelerator)
@@ -509,6 +548,8 @@ def _loop(method, student, cfg, streams, ctx, accelerator, train_log, desc, chec
         return shard(stream.next_batch())
 
     started = time.time() - progress.elapsed_s
+    if dev is not None and dev.due(progress.step) and progress.step == 0:
+        started += _validate(dev, student, progress, desc)
     steps = range(progress.step + 1, cfg.steps + 1)
     bar = tqdm(
         steps,
@@ -537,6 +578,8 @@ def _loop(method, student, cfg, streams, ctx, accelerator, train_log, desc, chec
             throughput.tokens += totals["tokens"]
         progress.step, progress.elapsed_s = step, time.time() - started
         progress.teacher_forwards = counted[0]
+        if dev is not None and dev.due(step):
+            started += _validate(dev, student, progress, desc)
         if logged is not None and _due(step, cfg.log_every, cfg.steps):
             guard.check()
             lr = scheduler.get_last_lr()[0]
@@ -553,6 +596,13 @@ def _loop(method, student, cfg, streams, ctx, accelerator, train_log, desc, chec
             raise Terminated(step)
     guard.check()
     forwards = accelerator.reduce(torch.tensor(counted[0], device=accelerator.device), "sum")
+    if dev is not None:
+        dev.restore_best(student)
     return TrainResult(
-        cfg.steps, progress.elapsed_s, progress.tokens, progress.skipped, int(forwards)
+        cfg.steps,
+        progress.elapsed_s,
+        progress.tokens,
+        progress.skipped,
+        int(forwards),
+        dev.summary() if dev is not None else None,
     )

@@ -37,6 +37,7 @@ class PreparedData:
     hashes: dict[str, str] = field(default_factory=dict)
     dropped_train: int = 0
     dev_items: list[dict] = field(default_factory=list)  # validation split, same shape as train
+    dev: EvalSet | None = None  # the validation split as scored during training (train.eval_every)
 
 
 def text_hash(texts: Iterable[str]) -> str:
@@ -149,7 +150,10 @@ def prepare_data(recipe: Recipe, cache_dir: Path) -> PreparedData:
     train, dev, raw_evals = load_sources(recipe)
     tokenizer = get_tokenizer(recipe, train, cache_dir)
     kept, items = encode_train(train, tokenizer, recipe)
-    dev_items = encode_train(dev, tokenizer, recipe)[1] if dev else []
+    dev_kept, dev_items = encode_train(dev, tokenizer, recipe) if dev else ([], [])
+    dev_set = (
+        encode_eval_set("dev", dev_kept, tokenizer, recipe.data.max_prompt_len) if dev else None
+    )
     eval_sets = {
         name: encode_eval_set(name, examples, tokenizer, recipe.data.max_prompt_len)
         for name, examples in raw_evals.items()
@@ -165,5 +169,5 @@ def prepare_data(recipe: Recipe, cache_dir: Path) -> PreparedData:
         },
     }
     return PreparedData(
-        tokenizer, kept, items, eval_sets, hashes, len(train) - len(kept), dev_items
+        tokenizer, kept, items, eval_sets, hashes, len(train) - len(kept), dev_items, dev_set
     )

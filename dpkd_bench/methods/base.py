@@ -109,6 +109,9 @@ class Method:
     # Config settings that keep every batch teacher-forced on the training items, so the
     # teacher-logit cache can serve the method (``teacher_cache_k`` > 0); None: it cannot.
     teacher_forced: ClassVar[dict[str, Any] | None] = None
+    # `dpkd-bench tune`: at most two of the method's own Config knobs and the values tried,
+    # beside the learning rate every method is tuned over (dpkd_bench.tune)
+    search_space: ClassVar[dict[str, tuple]] = {}
 
     def __init__(self, config=None):
         self.config = config if config is not None else self.Config()

@@ -69,6 +69,7 @@ def _rows(pairs: dict[str, torch.Tensor], rows: slice) -> dict[str, torch.Tensor
 
 class DPKD(Method):
     name = "dpkd"
+    search_space = {"beta": (0.05, 0.1, 0.5)}  # the paper: 0.1
     paper = "Li et al. 2024, Direct Preference Knowledge Distillation, arXiv 2406.19774 (Eq. 8/9)"
     Config = DPKDConfig
     needs_teacher_samples = True

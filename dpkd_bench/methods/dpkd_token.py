@@ -52,6 +52,7 @@ class DPKDTokenConfig(MixedConfig):
 
 class DPKDToken(TokenLevelMethod):
     name = "dpkd_token"
+    search_space = {"beta": (0.05, 0.1, 0.5)}  # the official code: 0.1
     paper = "Li et al. 2024, Direct Preference Knowledge Distillation, arXiv 2406.19774 (code)"
     Config = DPKDTokenConfig
     deviation = (

@@ -38,6 +38,7 @@ class GKDConfig(MethodConfig):
 
 class GKD(TokenLevelMethod):
     name = "gkd"
+    search_space = {"beta": (0.1, 0.5, 0.9)}  # GKD's JSD interpolation
     paper = "Agarwal et al. 2024, On-Policy Distillation of LMs (GKD), arXiv 2306.13649; TRL"
     Config = GKDConfig
     disables_dropout = True  # TRL's GKDConfig.disable_dropout defaults to True (student only)

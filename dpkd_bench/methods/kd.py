@@ -20,6 +20,7 @@ class KDConfig(MixedConfig):
 
 class KD(TokenLevelMethod):
     name = "kd"
+    search_space = {"kd_ratio": (0.5, 1.0)}  # MiniLLM's KD: 0.5
     paper = "Hinton et al. 2015, arXiv 1503.02531; as run in MiniLLM, arXiv 2306.08543"
     Config = KDConfig
 

@@ -113,6 +113,7 @@ def padded_moments(values: list[torch.Tensor], width: int) -> tuple[torch.Tensor
 
 class MiniLLM(Method):
     name = "minillm"
+    search_space = {"mix_alpha": (0.1, 0.2, 0.4)}  # official 0.2
     paper = "Gu et al. 2024, MiniLLM: Knowledge Distillation of LLMs, arXiv 2306.08543"
     Config = MiniLLMConfig
     disables_dropout = True

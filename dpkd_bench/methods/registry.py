@@ -42,7 +42,7 @@ from dpkd_bench.methods.skew_fkl import SkewFKL
 from dpkd_bench.methods.skew_rkl import SkewRKL
 from dpkd_bench.methods.tvd import TVD
 from dpkd_bench.results import file_sha256
-from dpkd_bench.variants import parse_variant, variant_name
+from dpkd_bench.variants import parse_variant, split_train, variant_name
 
 
 def _register(classes: list[type[Method]]) -> dict[str, type[Method]]:
@@ -96,11 +96,14 @@ def get_method(name: str, **overrides: Any) -> Method:
     """Instantiate a registered method (or a ``name[key=value,...]`` variant of one).
 
     ``overrides`` and the variant's values are checked against the method's Config; the
-    variant's values win.
+    variant's values win. Training settings among them (a ``train`` block, ``train.<key>``
+    items) are the recipe's business (:meth:`dpkd_bench.recipe.Recipe.unit_train`), not the
+    method's, and are left out here.
     """
     base, variant = parse_variant(name)
     cls = method_class(base)
-    return cls(build(cls.Config, {**overrides, **variant}, where=f"method_args.{base}"))
+    settings = split_train({**overrides, **variant})[0]
+    return cls(build(cls.Config, settings, where=f"method_args.{base}"))
 
 
 def _sweep_value(sweep: str, value: str) -> Any:

@@ -15,6 +15,7 @@ class RKLConfig(MixedConfig):
 
 class RKL(TokenLevelMethod):
     name = "rkl"
+    search_space = {"kd_ratio": (0.5, 1.0)}
     paper = (
         "token-level reverse KL, teacher-forced: the RKL baseline of DistiLLM (Ko et al. 2024, "
         "arXiv 2402.03898) and GKD (Agarwal et al. 2024, arXiv 2306.13649)"

@@ -45,6 +45,7 @@ class SkewConfig(MixedConfig, AdaptiveConfig):
 class SkewMethod(TokenLevelMethod):
     """A skew divergence on ground truth or DistiLLM's adaptive off-policy student samples."""
 
+    search_space = {"alpha": (0.05, 0.1, 0.3)}  # DistiLLM: 0.1
     Config = SkewConfig
     units = {"ce": "tokens", "distill": "tokens", "student_data": "batches", "threshold": "batches"}
     teacher_forced = {"adaptive": False}  # no student samples

@@ -15,6 +15,7 @@ class TVDConfig(MixedConfig):
 
 class TVD(TokenLevelMethod):
     name = "tvd"
+    search_space = {"kd_ratio": (0.5, 1.0)}
     paper = "total variation distance baseline (Wen et al. 2023, f-divergence KD, arXiv 2307.15190)"
     Config = TVDConfig
 

@@ -57,6 +57,7 @@ from dpkd_bench.report.scores import (
 )
 from dpkd_bench.report.tables import MARKER, NO_VALUE, ablation_tables, settings_of
 from dpkd_bench.report.teacher_fidelity import FIDELITY, fidelity_scores
+from dpkd_bench.report.tuning import is_tuning_run, render_tuning
 from dpkd_bench.report.view import RunView, load_run
 from dpkd_bench.results import RunDir, atomic_write_text
 from dpkd_bench.stats import StatsSettings
@@ -109,6 +110,8 @@ def render(run_dir: str | Path, settings: StatsSettings | None = None) -> list[P
     ``settings``: the statistics' settings; by default the run's own (its recipe's ``stats``).
     """
     run = RunDir(run_dir)
+    if is_tuning_run(run):  # trials scored on the dev split: their own report
+        return render_tuning(run.root)
     view = load_run(run)
     settings = settings or settings_of(view)
     examples = example_scores(view)
