@@ -226,6 +226,8 @@ def cmd_ls(args) -> int:
         print(f"  {'':<11} trains on: {info['data']}")
         print(f"  {'':<11} student dropout: {info['dropout']}")
         print(f"  {'':<11} defaults: {defaults}")
+        space = ", ".join(f"{k} in {list(v)}" for k, v in cls.search_space.items())
+        print(f"  {'':<11} tune: the learning rate{f', {space}' if space else ''}")
         if info["deviation"]:
             print(f"  {'':<11} differs from the official code: {info['deviation']}")
     print("eval sets:")
@@ -241,10 +243,16 @@ def cmd_ls(args) -> int:
 
 
 def cmd_validate(args) -> int:
+    from dpkd_bench.planner import train_text
     from dpkd_bench.recipe import load_recipe
 
     recipe = load_recipe(args.recipe, args.overrides, args.plugin)
     print(f"ok: recipe '{recipe.name}': methods {', '.join(recipe.methods)}; seeds {recipe.seeds}")
+    print("training settings per method:")
+    for name in recipe.methods:
+        print(f"  {name}: {train_text(recipe.unit_train(name))}")
+    if recipe.tuned is not None:
+        print(f"  ({recipe.tuned.describe()})")
     return 0
 
 

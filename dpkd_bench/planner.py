@@ -234,6 +234,7 @@ class PlanRow:
     flops: float
     peak_memory_bytes: float
     note: str = field(default="")
+    student_flops: float = 0.0  # of the trained model alone (training and its sampling)
 
 
 @dataclass(frozen=True)
@@ -326,6 +327,7 @@ def training_row(
     flops += forward_flops(
         student, forward_only + generated, forward_rows * s.response_len + samples + generated
     )
+    student_flops = flops
     if teacher is not None:
         forced = sequences * work.teacher_forward
         logit_tokens = forced * s.response_len
@@ -343,6 +345,7 @@ def training_row(
         eval_generated_tokens=None,
         flops=flops,
         peak_memory_bytes=peak_bytes(student, teacher, work, cfg, s),
+        student_flops=student_flops,
         note=work.note,
     )
 
@@ -406,6 +409,7 @@ class PlanResult:
     rows: list[PlanRow]
     sizes: dict[str, ModelSize]
     shapes: Shapes
+    trains: dict[str, TrainConfig] = field(default_factory=dict)  # method -> its settings
 
     def row(self, name: str) -> PlanRow:
         return next(r for r in self.rows if r.name == name)
@@ -439,9 +443,26 @@ def plan(recipe: Recipe, seq_len: int | None = None, prompt_len: int | None = No
     ]
     for spec, method in methods.items():
         sizes = (student, teacher if method.uses_teacher else None)
-        row = training_row(spec, units, recipe.train, workload(method), sizes, s)
+        row = training_row(spec, units, recipe.unit_train(spec), workload(method), sizes, s)
         rows.append(add_eval(row, student, units, s))
-    return PlanResult(rows, {"teacher": teacher, "student": student}, s)
+    trains = {spec: recipe.unit_train(spec) for spec in recipe.methods}
+    return PlanResult(rows, {"teacher": teacher, "student": student}, s, trains)
+
+
+def student_flops_per_step(recipe: Recipe, spec: str) -> float:
+    """The estimated FLOPs of one optimiser step of method ``spec``'s student (its forward and
+    backward passes and its own sampling; the teacher's passes not counted), at the recipe's
+    sequence lengths (upper bounds, as in the plan)."""
+    from dpkd_bench.methods import get_method
+    from dpkd_bench.variants import parse_variant
+
+    method = get_method(spec, **recipe.method_args.get(parse_variant(spec)[0], {}))
+    student = model_size(recipe.student.model, recipe_vocab(recipe))
+    cfg = replace(recipe.unit_train(spec), steps=1)
+    row = training_row(
+        spec, 1, cfg, workload(method), (student, None), shapes_of(recipe, None, None)
+    )
+    return row.student_flops
 
 
 # ---------------------------------------------------------------------------- formatting
@@ -477,6 +498,18 @@ COLUMNS = [
 ]
 
 
+def train_text(cfg: TrainConfig) -> str:
+    """A unit's training settings on one line."""
+    kept = f"best dev every {cfg.eval_every} steps" if cfg.select == "best_dev" else "last"
+    dev = f", dev every {cfg.eval_every}" if cfg.eval_every and cfg.select != "best_dev" else ""
+    return (
+        f"lr {cfg.lr:g} {cfg.schedule} (warm-up {cfg.warmup_ratio:g}), {cfg.steps} steps x "
+        f"{cfg.batch_size * cfg.grad_accum} sequences ({cfg.batch_size} x {cfg.grad_accum} "
+        f"accumulated), weight decay {cfg.weight_decay:g}, clip {cfg.max_grad_norm:g}, "
+        f"weights kept: {kept}{dev}"
+    )
+
+
 def format_plan(result: PlanResult) -> str:
     """A plain-text table of the plan with its assumptions and the model sizes' sources."""
     lines = [
@@ -494,6 +527,9 @@ def format_plan(result: PlanResult) -> str:
     for row in table:
         lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
     lines += [f"note {r.name}: {r.note}" for r in result.rows if r.note]
+    if result.trains:
+        lines += ["training settings per method (recipe train, the method's own block, variant):"]
+        lines += [f"  {name}: {train_text(cfg)}" for name, cfg in result.trains.items()]
     if s.n_train is None:
         lines.append("note: training set size unknown before loading: teacher passes not counted")
     if s.eval_prompts is None:

@@ -9,6 +9,7 @@ CLI overrides > recipe file > dataclass defaults. Method hyper-parameters live u
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import typing
 from dataclasses import dataclass, field
@@ -131,6 +132,9 @@ class TrainConfig:
     """
 
     steps: int = 300
+    # > 0: passes over the training items instead (steps = ceil(epochs x items / sequences per
+    # step), resolved when the data is loaded), as the official scripts count their budgets
+    epochs: float = 0.0
     batch_size: int = 32
     grad_accum: int = 1
     lr: float = 1e-3
@@ -146,12 +150,19 @@ class TrainConfig:
     select: str = "last"  # last | best_dev: the weights the unit keeps
     dev_metric: str = "rougeL"  # rougeL | exact_match, on greedy decodes of the dev split
     dev_examples: int = 0  # dev examples scored (the first N); 0 = all
+    # A method's units only: start from this model (Hub name or local path, loaded as the
+    # student section loads its model) instead of the run's student_init, e.g. the pretrained
+    # GPT-2 the official sft / kd / seqkd baselines start from. None: student_init.
+    init_from: str | None = None
     # Experiment trackers of the units' training (the recipe's `train` section; the teacher's and
     # student_init's are not tracked): any of tensorboard, wandb, mlflow (dpkd_bench/trackers.py)
     report_to: list[str] = field(default_factory=list)
 
     def __post_init__(self):
         require(self.steps >= 0, "steps", f"must be >= 0 (got {self.steps})")
+        require(
+            self.epochs >= 0, "epochs", f"must be >= 0 (0: train.steps counts) (got {self.epochs})"
+        )
         require(self.batch_size >= 1, "batch_size", f"must be >= 1 (got {self.batch_size})")
         require(self.grad_accum >= 1, "grad_accum", f"must be >= 1 (got {self.grad_accum})")
         require(self.lr > 0, "lr", f"must be > 0 (got {self.lr})")
@@ -194,6 +205,13 @@ class TrainConfig:
             f"names unknown trackers {unknown}; known: {', '.join(TRACKERS)}",
         )
 
+    def for_items(self, items: int) -> TrainConfig:
+        """These settings for ``items`` training items: with ``epochs``, its steps."""
+        if not self.epochs:
+            return self
+        steps = math.ceil(self.epochs * items / (self.batch_size * self.grad_accum))
+        return dataclasses.replace(self, steps=max(steps, 1))
+
     def identity(self) -> dict[str, Any]:
         """The settings that decide the weights, as a content key sees them: without
         ``report_to`` (where the curves go), and without the settings added since keys were
@@ -215,6 +233,8 @@ INERT_TRAIN_VALUES: dict[str, Any] = {
     "select": "last",
     "dev_metric": "rougeL",
     "dev_examples": 0,
+    "epochs": 0.0,
+    "init_from": None,
 }
 
 

@@ -27,11 +27,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 import socket
 import sys
 import time
 import traceback
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -157,7 +157,6 @@ class Runner(SharedStage):
             return True
         record = self.manifest.record_unit
         running = {"state": "running", "error": None, **self.unit_fields}
-        running["train"] = dataclasses.asdict(self.recipe.unit_train(name))
         where = {"host": socket.gethostname(), "threads": thread_settings()}
         self.procs.on_main(record, name, seed, {**running, **where})
         unit_dir, start = self.run_dir.unit_dir(name, seed), time.time()
@@ -224,20 +223,22 @@ class Runner(SharedStage):
         """Train one unit (from its checkpoint when resuming), save its student; (model, info).
         ``trackers`` get every record of its training log."""
         data, unit_dir = inputs.data, self.run_dir.unit_dir(name, seed)
-        cfg = self.recipe.unit_train(name)
-        config = dump_yaml({**method.describe(), "train": dataclasses.asdict(cfg)})
+        items = unit_items(method, data.train_items, inputs.samples)
+        cfg = self.recipe.unit_train(name).for_items(len(items))
+        config = dump_yaml({**method.describe(), "train": asdict(cfg)})
         label = f"{name} seed {seed}"
         resumed_from = self.procs.from_main(
             prepare_unit_dir(unit_dir, label, self.resume) if self.procs.main else None
         )
         self.procs.wait()
         self.procs.on_main(atomic_write_text, unit_dir / "config.yaml", config)
-        model = copy.deepcopy(inputs.student_init[seed])
+        self.procs.on_main(self.manifest.record_unit, name, seed, {"train": asdict(cfg)})
+        model = self.starting_model(cfg, inputs, seed)
         job = Training(
             method,
             model,
             cfg,
-            unit_items(method, data.train_items, inputs.samples),
+            items,
             seed,
             desc=label,
             teacher=inputs.teacher if method.uses_teacher else None,
@@ -258,13 +259,35 @@ class Runner(SharedStage):
             "skipped_steps": result.skipped_steps,
             "teacher_forwards": result.teacher_forwards,
             "resumed_from_step": resumed_from,
+            "student_flops_per_step": self.flops_per_step(name),
             **({"dev": result.dev} if result.dev is not None else {}),
         }
+
+    def flops_per_step(self, name: str) -> float | None:
+        """The planner's estimate of a step's student FLOPs (learning curves against FLOPs);
+        None when the model sizes cannot be read here."""
+        from dpkd_bench.planner import student_flops_per_step
+
+        try:
+            return student_flops_per_step(self.recipe, name)
+        except Exception as err:  # an estimate must never fail a trained unit
+            log(f"{name}: no FLOPs estimate ({type(err).__name__}: {err})")
+            return None
+
+    def starting_model(self, cfg, inputs: RunInputs, seed: int):
+        """The model a unit trains: a copy of its seed's student_init, or ``cfg.init_from``."""
+        if cfg.init_from is None:
+            return copy.deepcopy(inputs.student_init[seed])
+        from dpkd_bench.models import load_pretrained, preflight_models
+
+        model = load_pretrained(cfg.init_from, self.recipe.student.model).to(self.procs.device)
+        preflight_models(inputs.teacher, model, inputs.data.tokenizer, self.recipe.data.max_length)
+        return model
 
     def unit_settings(self, name: str, method: Method) -> dict:
         """A unit's settings as its model card and trackers show them: the method's, and its
         training settings under ``train``."""
-        train = dataclasses.asdict(self.recipe.unit_train(name))
+        train = asdict(self.recipe.unit_train(name))
         return {**method.describe()["defaults"], "train": train}
 
     def dev_set(self, data) -> DevSet | None:

@@ -33,11 +33,13 @@ from pathlib import Path
 import pandas as pd
 
 from dpkd_bench.report.cost import cost_plots, training_costs
+from dpkd_bench.report.curves import CURVES_CAPTION, CURVES_PLOT, curves_plot, dev_curves
 from dpkd_bench.report.html import render_html
 from dpkd_bench.report.latex import latex_text, render_latex
 from dpkd_bench.report.lm_eval import with_lm_eval
 from dpkd_bench.report.markdown import render_markdown
 from dpkd_bench.report.plots import Plot, ablation_plots, score_plots, training_plots, write_plots
+from dpkd_bench.report.protocol import below_start
 from dpkd_bench.report.published import BASELINES_DIR, published_comparison
 from dpkd_bench.report.samples import family_scores
 from dpkd_bench.report.scores import (
@@ -99,9 +101,23 @@ __all__ = [
 
 def all_plots(view: RunView, board: pd.DataFrame) -> dict[str, Plot]:
     plots = {**score_plots(view, board), **training_plots(view), **cost_plots(view, board)}
+    curves = dev_curves(view)
+    if not curves.empty:
+        plots[CURVES_PLOT] = Plot(curves_plot(curves), CURVES_CAPTION)
     if not board.empty:
         plots.update(ablation_plots(ablation_tables(board)))
     return plots
+
+
+def with_dev_flags(board: pd.DataFrame, view: RunView) -> pd.DataFrame:
+    """The board with ``dev_below_start_seeds``: the seeds whose kept student scores below its
+    own start on the dev split ("" for none)."""
+    flagged = below_start(view)
+    board = board.copy()
+    board["dev_below_start_seeds"] = [
+        ",".join(map(str, flagged.get(method, []))) for method in board["method"]
+    ]
+    return board
 
 
 def render(run_dir: str | Path, settings: StatsSettings | None = None) -> list[Path]:
@@ -117,6 +133,7 @@ def render(run_dir: str | Path, settings: StatsSettings | None = None) -> list[P
     examples = example_scores(view)
     board = with_statistics(leaderboard(view), examples, settings)
     board = with_gap_recovered(board, examples, settings.n_resamples)
+    board = with_dev_flags(board, view)
     plots = all_plots(view, board)
     texts = {
         "leaderboard.csv": with_lm_eval(board, view).to_csv(index=False, lineterminator="\n"),
@@ -124,6 +141,9 @@ def render(run_dir: str | Path, settings: StatsSettings | None = None) -> list[P
         "leaderboard.tex": render_latex(view, board),
         "families.csv": family_scores(view).to_csv(index=False, lineterminator="\n"),
     }
+    curves = dev_curves(view)
+    if not curves.empty:  # pandas: pd.read_csv(DIR / "dev_curves.csv")
+        texts["dev_curves.csv"] = curves.to_csv(index=False, lineterminator="\n")
     paths = []
     for name, text in texts.items():
         atomic_write_text(run.root / name, text)

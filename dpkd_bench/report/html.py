@@ -16,6 +16,14 @@ import pandas as pd
 
 from dpkd_bench.report.lm_eval import LM_EVAL_LEGEND, lm_eval_rows
 from dpkd_bench.report.plots import Plot
+from dpkd_bench.report.protocol import (
+    Section,
+    below_start,
+    below_start_note,
+    flag_rows,
+    protocol_line,
+    report_sections,
+)
 from dpkd_bench.report.published import Comparison, published_comparison
 from dpkd_bench.report.samples import SAMPLES_PER_SET, Sample, eval_samples
 from dpkd_bench.report.tables import (
@@ -92,8 +100,9 @@ def html_leaderboard(view: RunView, board: pd.DataFrame) -> str:
         parts.append("<p>No finished units yet.</p>")
     else:
         rows = table_rows(board, eval_sets, settings_of(view).alpha)
-        parts.append(html_table(table_header(eval_sets), rows))
+        parts.append(html_table(table_header(eval_sets), flag_rows(rows, below_start(view))))
         legends = f"{significance_legend(view, board)} {interval_legend(view)}"
+        legends += f" {below_start_note(view)}" if below_start(view) else ""
         parts.append(f"<p>{esc(legends)}</p>")
         ranks = rank_rows(board, eval_sets)
         if ranks:
@@ -103,6 +112,16 @@ def html_leaderboard(view: RunView, board: pd.DataFrame) -> str:
     if left_out:
         items = "".join(f"<li>{esc(line)}</li>" for line in left_out)
         parts.append(f"<p>Units not in the table:</p><ul>{items}</ul>")
+    return "\n".join(parts)
+
+
+def html_sections(sections: list[Section]) -> str:
+    parts = []
+    for section in sections:
+        parts.append(f"<h2>{esc(section.title)}</h2>")
+        if section.rows:
+            parts.append(html_grid(section.header, section.rows))
+        parts += [f"<p>{esc(note)}</p>" for note in section.notes]
     return "\n".join(parts)
 
 
@@ -205,7 +224,9 @@ def render_html(view: RunView, board: pd.DataFrame, plots: dict[str, Plot]) -> s
         f"<h1>{esc(title)}</h1>",
         f'<p class="smoke">{esc(smoke_banner(view))}</p>' if view.smoke else "",
         f"<p>Recipe: <b>{esc(view.recipe_name)}</b>. {esc(provenance(view))}</p>",
+        f"<p>{esc(protocol_line(view))}</p>",
         html_leaderboard(view, board),
+        html_sections(report_sections(view)),
         html_gap(board),
         html_ablations(ablation_tables(board)) if not board.empty else "",
         html_fidelity(view),

@@ -6,6 +6,14 @@ from __future__ import annotations
 import pandas as pd
 
 from dpkd_bench.report.lm_eval import LM_EVAL_LEGEND, lm_eval_rows
+from dpkd_bench.report.protocol import (
+    Section,
+    below_start,
+    below_start_note,
+    flag_rows,
+    protocol_line,
+    report_sections,
+)
 from dpkd_bench.report.published import Comparison, published_comparison
 from dpkd_bench.report.samples import family_scores
 from dpkd_bench.report.tables import (
@@ -138,19 +146,32 @@ def markdown_families(families: pd.DataFrame) -> list[str]:
     return lines
 
 
+def markdown_sections(sections: list[Section]) -> list[str]:
+    lines = []
+    for section in sections:
+        lines += ["", f"## {section.title}", ""]
+        if section.rows:
+            lines += markdown_grid(section.header, section.rows) + [""]
+        lines += [line for note in section.notes for line in (md_text(note), "")][:-1]
+    return lines
+
+
 def render_markdown(view: RunView, board: pd.DataFrame) -> str:
     eval_sets = board_eval_sets(board)
     lines = [f"# dpkd-bench leaderboard: {md_text(view.recipe_name)}", ""]
     banner = smoke_banner(view)
     lines += [f"> **{md_text(banner)}**", ""] if banner else []
-    lines += [provenance(view), "", LEGEND, ""]
+    lines += [provenance(view), "", protocol_line(view), "", LEGEND, ""]
     if board.empty:
         lines.append("No finished units yet.")
     else:
         rows = table_rows(board, eval_sets, settings_of(view).alpha)
-        lines += markdown_table(table_header(eval_sets), rows)
+        lines += markdown_table(table_header(eval_sets), flag_rows(rows, below_start(view)))
         lines += ["", significance_legend(view, board), "", interval_legend(view)]
+        flagged = below_start_note(view)
+        lines += ["", flagged] if flagged else []
         lines += markdown_ranks(view, board, eval_sets)
+    lines += markdown_sections(report_sections(view))
     lines += markdown_gap(board)
     lines += markdown_ablations(ablation_tables(board)) if not board.empty else []
     lines += markdown_fidelity(view)

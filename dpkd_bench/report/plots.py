@@ -198,6 +198,7 @@ def write_plots(run: RunDir, plots: dict[str, Plot]) -> list[Path]:
         *run.plots_dir.glob("ablation_*.png"),
         run.plots_dir / TRAINING_PLOT,
         run.plots_dir / COST_PLOT,
+        run.plots_dir / "dev_curves.png",
     ]
     for path in stale:
         if path.name not in plots:
