@@ -443,10 +443,21 @@ def plan(recipe: Recipe, seq_len: int | None = None, prompt_len: int | None = No
     ]
     for spec, method in methods.items():
         sizes = (student, teacher if method.uses_teacher else None)
-        row = training_row(spec, units, recipe.unit_train(spec), workload(method), sizes, s)
+        cfg = planned_train(recipe, spec, s)
+        row = training_row(spec, units, cfg, workload(method), sizes, s)
+        if cfg.epochs and s.n_train is None:
+            row.note = (
+                f"{cfg.epochs:g} epochs: steps known once the data is loaded ({cfg.steps} shown)"
+            )
         rows.append(add_eval(row, student, units, s))
     trains = {spec: recipe.unit_train(spec) for spec in recipe.methods}
     return PlanResult(rows, {"teacher": teacher, "student": student}, s, trains)
+
+
+def planned_train(recipe: Recipe, spec: str, s: Shapes) -> TrainConfig:
+    """Method ``spec``'s training settings, its epochs as steps where the data size is known."""
+    cfg = recipe.unit_train(spec)
+    return cfg.for_items(s.n_train) if s.n_train else cfg
 
 
 def student_flops_per_step(recipe: Recipe, spec: str) -> float:
@@ -500,13 +511,16 @@ COLUMNS = [
 
 def train_text(cfg: TrainConfig) -> str:
     """A unit's training settings on one line."""
-    kept = f"best dev every {cfg.eval_every} steps" if cfg.select == "best_dev" else "last"
-    dev = f", dev every {cfg.eval_every}" if cfg.eval_every and cfg.select != "best_dev" else ""
+    every = "epoch" if cfg.eval_every == -1 else f"{cfg.eval_every} steps"
+    kept = f"best dev every {every}" if cfg.select == "best_dev" else "last"
+    dev = f", dev every {every}" if cfg.eval_every and cfg.select != "best_dev" else ""
+    budget = f"{cfg.epochs:g} epochs" if cfg.epochs else f"{cfg.steps} steps"
+    start = f", starts from {cfg.init_from}" if cfg.init_from else ""
     return (
-        f"lr {cfg.lr:g} {cfg.schedule} (warm-up {cfg.warmup_ratio:g}), {cfg.steps} steps x "
+        f"lr {cfg.lr:g} {cfg.schedule} (warm-up {cfg.warmup_ratio:g}), {budget} x "
         f"{cfg.batch_size * cfg.grad_accum} sequences ({cfg.batch_size} x {cfg.grad_accum} "
         f"accumulated), weight decay {cfg.weight_decay:g}, clip {cfg.max_grad_norm:g}, "
-        f"weights kept: {kept}{dev}"
+        f"weights kept: {kept}{dev}{start}"
     )
 
 

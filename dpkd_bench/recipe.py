@@ -146,7 +146,9 @@ class TrainConfig:
     checkpoint_every: int = 50  # optimiser steps between resumable checkpoints; 0 = none
     mixed_precision: str = "no"  # "no", "bf16" or "fp16" autocast (GPUs)
     gradient_checkpointing: bool = False
-    eval_every: int = 0  # optimiser steps between dev evaluations; 0 = none
+    # optimiser steps between dev evaluations; 0 = none; -1 = once per epoch (the official
+    # scripts' --eval-interval -1)
+    eval_every: int = 0
     select: str = "last"  # last | best_dev: the weights the unit keeps
     dev_metric: str = "rougeL"  # rougeL | exact_match, on greedy decodes of the dev split
     dev_examples: int = 0  # dev examples scored (the first N); 0 = all
@@ -181,16 +183,20 @@ class TrainConfig:
             "mixed_precision",
             f"must be one of no, bf16, fp16 (got {self.mixed_precision!r})",
         )
-        require(self.eval_every >= 0, "eval_every", "must be >= 0 (0 turns validation off)")
+        require(
+            self.eval_every >= -1,
+            "eval_every",
+            "must be >= 0 (0 turns validation off), or -1 (once per epoch)",
+        )
         require(
             self.select in SELECTIONS,
             "select",
             f"must be one of {', '.join(SELECTIONS)} (got {self.select!r})",
         )
         require(
-            self.select == "last" or self.eval_every > 0,
+            self.select == "last" or self.eval_every != 0,
             "select",
-            "best_dev needs validation during training: set eval_every > 0 too",
+            "best_dev needs validation during training: set eval_every > 0 (or -1) too",
         )
         require(
             self.dev_metric in DEV_METRICS,
@@ -206,11 +212,16 @@ class TrainConfig:
         )
 
     def for_items(self, items: int) -> TrainConfig:
-        """These settings for ``items`` training items: with ``epochs``, its steps."""
-        if not self.epochs:
-            return self
-        steps = math.ceil(self.epochs * items / (self.batch_size * self.grad_accum))
-        return dataclasses.replace(self, steps=max(steps, 1))
+        """These settings for ``items`` training items: the steps of ``epochs``, the steps of
+        one epoch for ``eval_every: -1``."""
+        per_epoch = max(math.ceil(items / (self.batch_size * self.grad_accum)), 1)
+        resolved = self
+        if self.epochs:
+            steps = max(math.ceil(self.epochs * items / (self.batch_size * self.grad_accum)), 1)
+            resolved = dataclasses.replace(resolved, steps=steps)
+        if self.eval_every == -1:
+            resolved = dataclasses.replace(resolved, eval_every=per_epoch)
+        return resolved
 
     def identity(self) -> dict[str, Any]:
         """The settings that decide the weights, as a content key sees them: without
