@@ -46,11 +46,6 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import gather_object
 from tqdm.auto import tqdm
-from transformers import (
-    get_constant_schedule_with_warmup,
-    get_cosine_schedule_with_warmup,
-    get_linear_schedule_with_warmup,
-)
 
 from dpkd_bench import console
 from dpkd_bench.checkpoint import Trainables, load_checkpoint, rank_state, save_checkpoint
@@ -64,6 +59,7 @@ from dpkd_bench.methods.base import (
     response_token_count,
     to_device,
 )
+from dpkd_bench.optimisation import Optimisation, make_optimizer
 from dpkd_bench.recipe import TrainConfig
 from dpkd_bench.results import append_jsonl
 from dpkd_bench.unit_scopes import (
@@ -168,28 +164,6 @@ class FiniteGuard:
             f"non-finite loss at step {int(self.step)} (the first one): {values}; "
             "lower train.lr or train.max_grad_norm, or check the method's inputs"
         )
-
-
-def make_optimizer(model, cfg: TrainConfig):
-    decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim < 2]
-    groups = [
-        {"params": decay, "weight_decay": cfg.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
-    warmup = int(cfg.warmup_ratio * cfg.steps)
-    if cfg.schedule == "constant":
-        return optimizer, get_constant_schedule_with_warmup(optimizer, warmup)
-    make = SCHEDULES[cfg.schedule]
-    return optimizer, make(optimizer, warmup, max(cfg.steps, 1))
-
-
-# train.schedule -> its transformers schedule (linear warm-up first; decay to 0 at the last step)
-SCHEDULES = {
-    "linear": get_linear_schedule_with_warmup,
-    "cosine": get_cosine_schedule_with_warmup,
-}
 
 
 def _step_loss(terms, weights, units, totals):
@@ -346,51 +320,6 @@ def global_logged(logged: dict[str, torch.Tensor], accelerator) -> dict[str, tor
     device = accelerator.device
     stacked = torch.stack([torch.as_tensor(logged[n]).to(device, torch.float32) for n in names])
     return dict(zip(names, accelerator.reduce(stacked, "sum").unbind(), strict=True))
-
-
-# ---- the optimiser step ----------------------------------------------------------------------
-AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-class Optimisation:
-    """Backward (scaled for DDP's mean and for fp16) and the optimiser step of one unit."""
-
-    def __init__(self, model, optimizer, scheduler, cfg: TrainConfig, accelerator: Accelerator):
-        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
-        self.cfg, self.accelerator = cfg, accelerator
-        device_type = accelerator.device.type
-        fp16 = cfg.mixed_precision == "fp16"
-        self.scaler = torch.amp.GradScaler(device_type) if fp16 else None
-        self.dtype = AUTOCAST_DTYPES.get(cfg.mixed_precision)
-        self.device_type = device_type
-
-    def autocast(self):
-        """The forward passes' precision: ``torch.autocast`` when mixed precision is on."""
-        if self.dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device_type, dtype=self.dtype)
-
-    def no_sync(self):
-        """Several processes: hold DDP's gradient all-reduce until the last micro-batch."""
-        return self.accelerator.no_sync(self.model)
-
-    def backward(self, loss: torch.Tensor) -> None:
-        # DDP averages the gradients over processes; each loss is already a share of the
-        # global normalised sum, so the mean is turned back into that sum.
-        loss = loss * self.accelerator.num_processes
-        self.accelerator.backward(self.scaler.scale(loss) if self.scaler else loss)
-
-    def step(self) -> None:
-        if self.scaler is not None:
-            self.scaler.unscale_(self.optimizer)
-        self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
-        if self.scaler is not None:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
 
 
 def with_pretrain(prepared: dict, pretrain: BatchStream | None, ctx: TrainContext, shard):

@@ -27,6 +27,9 @@ from typing import Any
 
 from dpkd_bench.config import require
 
+# The tuning run's plan: {"recipe": the recipe tuned, "methods": {method: {"stage1": [trials],
+# "stage2": [trials]}}, "wall_s": {stage: seconds}} (written by dpkd_bench.tune_run)
+PLAN = "tuning.json"
 MAX_KNOBS = 2  # a method's own knobs in its search space, beside the learning rate
 
 

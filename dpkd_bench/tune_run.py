@@ -17,11 +17,8 @@ from dpkd_bench.console import log
 from dpkd_bench.errors import UserError
 from dpkd_bench.recipe import Recipe
 from dpkd_bench.results import METRICS, RunDir, read_json, write_json
-from dpkd_bench.tune import first_stage, lr_grid, second_stage
+from dpkd_bench.tune import PLAN, first_stage, lr_grid, second_stage
 from dpkd_bench.variants import parse_variant
-
-# {"methods": {method: {"stage1": [trials], "stage2": [trials]}}, "wall_s": {stage: seconds}}
-PLAN = "tuning.json"
 
 
 def trial_recipe(recipe: Recipe, trials: list[str]) -> Recipe:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -59,6 +60,10 @@ def test_opt_sizes_from_the_table():
 
 
 def test_workloads(paper):
+    """What each method does per sequence, all methods at the same training settings."""
+    recipe = load_recipe(str(PAPER), [ALL])
+    same = {m: {k: v for k, v in a.items() if k != "train"} for m, a in recipe.method_args.items()}
+    paper = planner.plan(dataclasses.replace(recipe, method_args=same))
     assert paper.row("sft").teacher_forwards == 0
     assert paper.row("kd").teacher_forwards > 0
     for name in ("dpkd", "gkd", "minillm"):

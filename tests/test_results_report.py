@@ -17,6 +17,7 @@ import yaml
 from dpkd_bench import results
 from dpkd_bench.errors import UserError
 from dpkd_bench.report import (
+    DEV_COLUMNS,
     GAP_COLUMNS,
     LEADERBOARD_COLUMNS,
     STATISTICS_COLUMNS,
@@ -256,7 +257,9 @@ def test_leaderboard_markdown_bolds_best_student_marks_single_seed_and_significa
 def test_csv_keeps_the_contract_columns_first_and_appends_intervals_and_tests(rendered):
     run, _ = rendered
     board = pd.read_csv(run.root / "leaderboard.csv", keep_default_na=False, na_values=[""])
-    assert list(board.columns) == LEADERBOARD_COLUMNS + STATISTICS_COLUMNS + GAP_COLUMNS
+    assert list(board.columns) == (
+        LEADERBOARD_COLUMNS + STATISTICS_COLUMNS + DEV_COLUMNS + GAP_COLUMNS
+    )
     row = board.set_index(["method", "eval_set"])
     kd = row.loc[("kd", "dolly")]
     assert kd.n_examples == N_EXAMPLES and kd.reference == "sft"
@@ -314,7 +317,7 @@ def test_csv_contract_columns_come_first_and_gap_columns_last(rendered):
         "exact_match_gap_recovered_lo",
         "exact_match_gap_recovered_hi",
     ]
-    assert header == LEADERBOARD_COLUMNS + STATISTICS_COLUMNS + GAP_COLUMNS
+    assert header == LEADERBOARD_COLUMNS + STATISTICS_COLUMNS + DEV_COLUMNS + GAP_COLUMNS
 
 
 def test_gap_recovered_is_the_share_of_the_teacher_sft_gap(tmp_path: Path):
@@ -499,7 +502,7 @@ def test_render_with_no_finished_units_writes_empty_tables(tmp_path: Path):
     run.save_manifest({"recipe_name": "r", "methods": ["kd"], "units": {"kd/seed-1": {}}})
     render(tmp_path)
     header = (tmp_path / "leaderboard.csv").read_text().strip()
-    assert header == ",".join(LEADERBOARD_COLUMNS + STATISTICS_COLUMNS + GAP_COLUMNS)
+    assert header == ",".join(LEADERBOARD_COLUMNS + STATISTICS_COLUMNS + DEV_COLUMNS + GAP_COLUMNS)
     assert "No finished units yet." in (tmp_path / "leaderboard.md").read_text(encoding="utf-8")
 
 

@@ -39,7 +39,7 @@ from dpkd_bench.report.latex import latex_text, render_latex
 from dpkd_bench.report.lm_eval import with_lm_eval
 from dpkd_bench.report.markdown import render_markdown
 from dpkd_bench.report.plots import Plot, ablation_plots, score_plots, training_plots, write_plots
-from dpkd_bench.report.protocol import below_start
+from dpkd_bench.report.protocol import DEV_COLUMNS, below_start
 from dpkd_bench.report.published import BASELINES_DIR, published_comparison
 from dpkd_bench.report.samples import family_scores
 from dpkd_bench.report.scores import (
@@ -66,6 +66,7 @@ from dpkd_bench.stats import StatsSettings
 
 __all__ = [
     "BASELINES_DIR",
+    "DEV_COLUMNS",
     "FIDELITY",
     "GAP_COLUMNS",
     "LEADERBOARD_COLUMNS",
@@ -114,9 +115,8 @@ def with_dev_flags(board: pd.DataFrame, view: RunView) -> pd.DataFrame:
     own start on the dev split ("" for none)."""
     flagged = below_start(view)
     board = board.copy()
-    board["dev_below_start_seeds"] = [
-        ",".join(map(str, flagged.get(method, []))) for method in board["method"]
-    ]
+    (column,) = DEV_COLUMNS
+    board[column] = [",".join(map(str, flagged.get(method, []))) for method in board["method"]]
     return board
 
 
@@ -132,8 +132,8 @@ def render(run_dir: str | Path, settings: StatsSettings | None = None) -> list[P
     settings = settings or settings_of(view)
     examples = example_scores(view)
     board = with_statistics(leaderboard(view), examples, settings)
-    board = with_gap_recovered(board, examples, settings.n_resamples)
     board = with_dev_flags(board, view)
+    board = with_gap_recovered(board, examples, settings.n_resamples)
     plots = all_plots(view, board)
     texts = {
         "leaderboard.csv": with_lm_eval(board, view).to_csv(index=False, lineterminator="\n"),

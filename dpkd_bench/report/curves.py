@@ -6,11 +6,12 @@ after the last, each point with the optimiser steps, teacher forwards and traini
 spent to reach it. Student FLOPs are the planner's estimate per step
 (``train.student_flops_per_step``) times the steps.
 
-Budget-matched scores: for a budget measured in FLOPs or in wall time (sft's whole run, and
-half of it), a method's score is what its unit would have kept had it stopped at that budget:
-the best dev point within it with ``select: best_dev``, the last one with ``select: last``
-(mean over seeds). A method whose whole run costs less than the budget keeps its final choice
-(marked †); one whose first evaluated step already costs more has no score there.
+Budget-matched scores: for a budget measured in FLOPs or in wall time (the whole run of the
+reference method, ``REFERENCE_METHOD``, and half of it), a method's score is what its unit
+would have kept had it stopped at that budget: the best dev point within it with
+``select: best_dev``, the last one with ``select: last`` (mean over seeds). A method whose
+whole run costs less than the budget keeps its final choice (marked †); one whose first
+evaluated step already costs more has no score there.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from matplotlib.figure import Figure
 
 from dpkd_bench.methods import REFERENCE_METHOD
 from dpkd_bench.report.plots import png_bytes
-from dpkd_bench.report.protocol import Section, unit_train
+from dpkd_bench.report.protocol import Section, settings_section, unit_train
 from dpkd_bench.report.view import RunView
 from dpkd_bench.results import METRICS, read_json
 
@@ -110,8 +111,8 @@ def score_within(points: pd.DataFrame, column: str, budget: float, select: str) 
 
 
 def budget_table(view: RunView, curves: pd.DataFrame) -> pd.DataFrame:
-    """Each method's mean dev score at sft's full and half cost, in FLOPs and in wall time;
-    empty when sft (the reference) has no curve or a measure is unknown."""
+    """Each method's mean dev score at the reference method's full and half cost, in FLOPs
+    and in wall time; empty when the reference has no curve."""
     reference = curves[curves["method"] == REFERENCE_METHOD]
     if reference.empty:
         return pd.DataFrame()
@@ -137,7 +138,7 @@ def budget_table(view: RunView, curves: pd.DataFrame) -> pd.DataFrame:
 def budget_rows(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     """Header and text rows of the budget-matched table."""
     header = ["method"] + [
-        f"at {share} of sft's {label}"
+        f"at {share} of {REFERENCE_METHOD}'s {label}"
         for _, label in BUDGET_MEASURES
         for share, _ in (("all", 1.0), ("half", 0.5))
     ]
@@ -182,10 +183,10 @@ def budget_ranking_changes(table: pd.DataFrame) -> str:
 
 
 BUDGET_LEGEND = (
-    "Dev score each method's unit would keep when stopped at a matched budget: sft's whole run "
-    "and half of it, in estimated student training FLOPs and in training wall time (mean over "
-    f"seeds; {ENDED}: the method's whole run costs less, so it keeps its final choice; —: its "
-    "first evaluated step already costs more)."
+    "Dev score each method's unit would keep when stopped at a matched budget: "
+    f"{REFERENCE_METHOD}'s whole run and half of it, in estimated student training FLOPs and "
+    f"in training wall time (mean over seeds; {ENDED}: the method's whole run costs less, so "
+    "it keeps its final choice; —: its first evaluated step already costs more)."
 )
 
 
@@ -208,3 +209,8 @@ def curve_sections(view: RunView, curves: pd.DataFrame) -> list[Section]:
     header, rows = budget_rows(table)
     notes = [BUDGET_LEGEND, budget_ranking_changes(table), *notes]
     return [Section("Dev score at matched budgets", header, rows, notes)]
+
+
+def report_sections(view: RunView) -> list[Section]:
+    """The protocol sections after the leaderboard: training settings, then the budgets."""
+    return [settings_section(view), *curve_sections(view, dev_curves(view))]

@@ -14,6 +14,7 @@ from string import Template
 
 import pandas as pd
 
+from dpkd_bench.report.curves import report_sections
 from dpkd_bench.report.lm_eval import LM_EVAL_LEGEND, lm_eval_rows
 from dpkd_bench.report.plots import Plot
 from dpkd_bench.report.protocol import (
@@ -22,7 +23,6 @@ from dpkd_bench.report.protocol import (
     below_start_note,
     flag_rows,
     protocol_line,
-    report_sections,
 )
 from dpkd_bench.report.published import Comparison, published_comparison
 from dpkd_bench.report.samples import SAMPLES_PER_SET, Sample, eval_samples

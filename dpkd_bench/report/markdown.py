@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from dpkd_bench.report.curves import report_sections
 from dpkd_bench.report.lm_eval import LM_EVAL_LEGEND, lm_eval_rows
 from dpkd_bench.report.protocol import (
     Section,
@@ -12,7 +13,6 @@ from dpkd_bench.report.protocol import (
     below_start_note,
     flag_rows,
     protocol_line,
-    report_sections,
 )
 from dpkd_bench.report.published import Comparison, published_comparison
 from dpkd_bench.report.samples import family_scores

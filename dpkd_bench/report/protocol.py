@@ -25,6 +25,7 @@ SETTING_COLUMNS = (
     ("sequences", "sequences / step"),
     ("select", "weights kept"),
 )
+DEV_COLUMNS = ["dev_below_start_seeds"]  # leaderboard.csv's last column (render: with_dev_flags)
 BELOW_START = "▽"  # the marker of a method whose student ends below its start on dev
 
 
@@ -161,10 +162,3 @@ def flag_rows(rows: list, flagged: dict[str, list[int]]) -> list:
         else row
         for row in rows
     ]
-
-
-def report_sections(view: RunView) -> list[Section]:
-    """The protocol sections after the leaderboard: training settings, then the budgets."""
-    from dpkd_bench.report.curves import curve_sections, dev_curves
-
-    return [settings_section(view), *curve_sections(view, dev_curves(view))]

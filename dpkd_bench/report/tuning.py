@@ -23,8 +23,7 @@ from dpkd_bench.recipe import dump_yaml, resolve_recipe
 from dpkd_bench.report.markdown import markdown_grid
 from dpkd_bench.report.plots import png_bytes
 from dpkd_bench.results import METRICS, RunDir, atomic_write_bytes, atomic_write_text, read_json
-from dpkd_bench.tune import TunedRecord, lr_grid, search_space
-from dpkd_bench.tune_run import PLAN
+from dpkd_bench.tune import PLAN, TunedRecord, lr_grid, search_space
 from dpkd_bench.variants import parse_variant, split_train
 
 TRIAL_COLUMNS = [
