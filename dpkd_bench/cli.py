@@ -143,7 +143,6 @@ def cmd_tune(args) -> int:
     from dpkd_bench.tune_run import tune
 
     load_plugins(args.plugin)
-    args.sweep = None
     if args.trials is not None:
         args.overrides = [*args.overrides, f"tune.trials={args.trials}"]
     recipe = load_recipe(args.recipe, run_overrides(args), args.plugin)
@@ -316,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--launcher", choices=LAUNCHERS, help="where the trials run (as for run)")
     tune.add_argument("--quiet", action="store_true", help="print warnings and errors only")
     tune.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. tune.lr_points=4")
-    tune.set_defaults(func=cmd_tune, seeds=None)
+    tune.set_defaults(func=cmd_tune, seeds=None, sweep=None)
     ls = sub.add_parser("ls", help="list methods, eval sets and recipes")
     validate = sub.add_parser("validate", help="check a recipe without running it")
     for command in (run, tune, ls, validate):
