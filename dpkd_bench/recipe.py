@@ -337,6 +337,13 @@ class Recipe:
         )
         require(len(self.methods) >= 1, "methods", "must name at least one method")
         require(len(self.seeds) >= 1, "seeds", "must list at least one seed")
+        for section, cfg in (("teacher", self.teacher.train), ("student", self.student.init_train)):
+            require(
+                cfg.eval_every == 0 and cfg.select == "last" and cfg.init_from is None,
+                section,
+                "trains without validation: eval_every, select and init_from belong to the "
+                "units' train section and methods' train blocks",
+            )
         require(len(set(self.seeds)) == len(self.seeds), "seeds", f"has repeats: {self.seeds}")
 
     def to_dict(self) -> dict[str, Any]:

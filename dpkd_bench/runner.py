@@ -170,7 +170,7 @@ class Runner(SharedStage):
                 metrics = self.evaluator.evaluate(
                     model, inputs.data, name, seed, unit_dir / "student", train_info
                 )
-                settings = self.unit_settings(name, method)
+                settings = {**method.describe()["defaults"], "train": train_info["settings"]}
                 card = (name, seed, settings, unit_dir / "student", metrics["eval"])
                 self.procs.on_main(self.write_card, *card)
                 if trackers is not None:
@@ -260,6 +260,7 @@ class Runner(SharedStage):
             "teacher_forwards": result.teacher_forwards,
             "resumed_from_step": resumed_from,
             "student_flops_per_step": self.flops_per_step(name),
+            "settings": asdict(cfg),  # epochs resolved to steps
             **({"dev": result.dev} if result.dev is not None else {}),
         }
 

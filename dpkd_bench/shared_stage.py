@@ -163,7 +163,8 @@ class SharedStage:
         if cfg.init_train.steps:
             method, items = supervised_method(), data.train_items
             where = student_init_dir(self.run_dir.root, self.recipe, seed).name
-            job = Training(method, model, cfg.init_train, items, init_seed, desc=f"{where} sft")
+            train = cfg.init_train.for_items(len(items))
+            job = Training(method, model, train, items, init_seed, desc=f"{where} sft")
             fit(self.procs, job, data.tokenizer, self.recipe.sampling)
         target = student_init_dir(self.run_dir.root, self.recipe, seed)
         self.procs.publish_model(model, data.tokenizer, target)

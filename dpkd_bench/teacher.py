@@ -143,7 +143,8 @@ class TeacherSource:
         model = build_model(cfg.model, data.tokenizer, seed=seed)
         # response_rows=False: the shipped teacher's numerics
         method = supervised_method(response_rows=False)
-        job = Training(method, model, cfg.train, data.train_items, seed, desc="teacher sft")
+        train = cfg.train.for_items(len(data.train_items))
+        job = Training(method, model, train, data.train_items, seed, desc="teacher sft")
         fit(self.procs, job, data.tokenizer, self.recipe.sampling)
         self.procs.publish_model(model, data.tokenizer, path)
         self.procs.on_main(seal, path)

@@ -478,7 +478,8 @@ def _loop(
 
     started = time.time() - progress.elapsed_s
     if dev is not None and dev.due(progress.step) and progress.step == 0:
-        started += _validate(dev, student, progress, desc)
+        spent = _validate(dev, student, progress, desc)
+        started, throughput.since = started + spent, throughput.since + spent
     steps = range(progress.step + 1, cfg.steps + 1)
     bar = tqdm(
         steps,
@@ -507,8 +508,9 @@ def _loop(
             throughput.tokens += totals["tokens"]
         progress.step, progress.elapsed_s = step, time.time() - started
         progress.teacher_forwards = counted[0]
-        if dev is not None and dev.due(step):
-            started += _validate(dev, student, progress, desc)
+        if dev is not None and dev.due(step):  # its time is neither training nor throughput
+            spent = _validate(dev, student, progress, desc)
+            started, throughput.since = started + spent, throughput.since + spent
         if logged is not None and _due(step, cfg.log_every, cfg.steps):
             guard.check()
             lr = scheduler.get_last_lr()[0]

@@ -28,9 +28,12 @@ from typing import Any
 from dpkd_bench.config import require
 
 # The tuning run's plan: {"recipe": the recipe tuned, "methods": {method: {"stage1": [trials],
-# "stage2": [trials]}}, "wall_s": {stage: seconds}} (written by dpkd_bench.tune_run)
+# "stage2": [trials]}}, "planned": both stages known, "wall_s": {stage: seconds}} (written by
+# dpkd_bench.tune_run)
 PLAN = "tuning.json"
+TUNED = "tuned.yaml"  # the tuned recipe, in the tuning run's directory
 MAX_KNOBS = 2  # a method's own knobs in its search space, beside the learning rate
+MAX_SECOND_STAGE = 6  # trials after the grid: knob values, then finer rates (all distinct)
 
 
 @dataclass
@@ -49,6 +52,11 @@ class TuneConfig:
             1 <= self.lr_points <= self.trials,
             "lr_points",
             f"must be in [1, trials={self.trials}] (got {self.lr_points})",
+        )
+        require(
+            self.trials - self.lr_points <= MAX_SECOND_STAGE,
+            "trials",
+            f"may exceed lr_points by at most {MAX_SECOND_STAGE} (the second stage's trials)",
         )
         require(self.lr_min > 0, "lr_min", "must be > 0")
         require(self.lr_max >= self.lr_min, "lr_max", "must be >= lr_min")
@@ -113,18 +121,20 @@ def first_stage(spec: str, cfg: TuneConfig) -> list[str]:
     return [variant_name(base, {**fixed, "train.lr": lr}) for lr in lr_grid(cfg)]
 
 
-def second_stage(spec: str, cfg: TuneConfig, scores: dict[float, float]) -> list[str]:
-    """Stage 2's trials of ``spec`` given stage 1's dev ``scores`` (learning rate -> score)."""
+def second_stage(spec: str, recipe, scores: dict[float, float]) -> list[str]:
+    """Stage 2's trials of ``spec`` in ``recipe`` (its ``tune`` section; its method settings
+    are the knobs' defaults) given stage 1's dev ``scores`` (learning rate -> score)."""
     from dpkd_bench.methods import get_method
     from dpkd_bench.variants import parse_variant, variant_name
 
+    cfg = recipe.tune
     count = cfg.trials - cfg.lr_points
     if count == 0:
         return []
     base, fixed = parse_variant(spec)
     grid = lr_grid(cfg)
     best = max(grid, key=lambda lr: (scores[lr], -grid.index(lr)))
-    defaults = get_method(spec).config
+    defaults = get_method(spec, **recipe.method_args.get(base, {})).config
     candidates = [
         {key: value}
         for key, values in search_space(base).items()

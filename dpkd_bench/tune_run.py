@@ -17,16 +17,18 @@ from dpkd_bench.console import log
 from dpkd_bench.errors import UserError
 from dpkd_bench.recipe import Recipe
 from dpkd_bench.results import METRICS, RunDir, read_json, write_json
-from dpkd_bench.tune import PLAN, first_stage, lr_grid, second_stage
+from dpkd_bench.tune import PLAN, TUNED, first_stage, lr_grid, search_space, second_stage
 from dpkd_bench.variants import parse_variant
 
 
 def trial_recipe(recipe: Recipe, trials: list[str]) -> Recipe:
     """The run of ``trials``: one seed (``tune.seed``), scored on the dev split only; with
-    validation off in the recipe, each trial is scored at its start and its end."""
+    validation off in the recipe, each trial is scored at its start and its end (or once per
+    epoch, when the recipe counts epochs)."""
     train = recipe.train
     if not train.eval_every:
-        train = dataclasses.replace(train, eval_every=max(train.steps, 1))
+        every = -1 if train.epochs else max(train.steps, 1)
+        train = dataclasses.replace(train, eval_every=every)
     return dataclasses.replace(
         recipe, methods=trials, seeds=[recipe.tune.seed], tuning_run=True, train=train
     )
@@ -34,8 +36,9 @@ def trial_recipe(recipe: Recipe, trials: list[str]) -> Recipe:
 
 def trial_score(run_dir: RunDir, name: str, seed: int) -> float | None:
     """The dev score of the weights trial ``name`` kept; None until it has one."""
-    metrics = read_json(run_dir.unit_dir(name, seed) / METRICS)
-    dev = (metrics or {}).get("train", {}).get("dev") if isinstance(metrics, dict) else None
+    path = run_dir.unit_dir(name, seed) / METRICS
+    metrics = read_json(path) if path.is_file() else None
+    dev = metrics.get("train", {}).get("dev") if isinstance(metrics, dict) else None
     return None if not dev else dev.get("selected_score")
 
 
@@ -51,6 +54,14 @@ def stage_scores(run_dir: RunDir, spec: str, recipe: Recipe) -> dict[float, floa
             )
         scores[float(parse_variant(name)[1]["train.lr"])] = score
     return scores
+
+
+def check_space(spec: str) -> None:
+    """A user error unless method ``spec``'s search space is one the protocol can run."""
+    try:
+        search_space(parse_variant(spec)[0])
+    except ValueError as err:
+        raise UserError(f"cannot tune {spec}: {err}; declare at most two knobs") from None
 
 
 def check_resumable(run_dir: RunDir, recipe: Recipe) -> None:
@@ -88,9 +99,12 @@ def tune(recipe: Recipe, out: Path, resume: bool, command: str | None, launch=No
     from dpkd_bench.runner import Runner
 
     run_dir, specs = RunDir(out), list(recipe.methods)
+    for spec in specs:  # a plugin's search space is checked before anything trains
+        check_space(spec)
     exists = resume and run_dir.is_run()
     if exists:
         check_resumable(run_dir, recipe)
+    (run_dir.root / TUNED).unlink(missing_ok=True)  # written again once every trial has run
     before = read_json(run_dir.root / PLAN) if exists else None
     plan = {
         "recipe": plain_recipe(recipe),  # the tuned recipe is this one, with the chosen settings
@@ -101,13 +115,14 @@ def tune(recipe: Recipe, out: Path, resume: bool, command: str | None, launch=No
     write_json(run_dir.root / PLAN, plan)
     stage1 = [name for entry in plan["methods"].values() for name in entry["stage1"]]
     log(f"tune: stage 1, {len(stage1)} trials (learning rates {lr_grid(recipe.tune)})")
-    first = Runner(trial_recipe(recipe, stage1), out, resume=resume, command=command, extend=exists)
+    first = Runner(trial_recipe(recipe, stage1), out, resume=exists, command=command, extend=exists)
     status = _stage(run_dir, plan, "stage1", first, launch)
     if status:
         return status
     for spec in specs:
         scores = stage_scores(run_dir, spec, recipe)
-        plan["methods"][spec]["stage2"] = second_stage(spec, recipe.tune, scores)
+        plan["methods"][spec]["stage2"] = second_stage(spec, recipe, scores)
+    plan["planned"] = True  # both stages known: the report may write the tuned recipe
     stage2 = [name for entry in plan["methods"].values() for name in entry["stage2"]]
     write_json(run_dir.root / PLAN, plan)
     if not stage2:

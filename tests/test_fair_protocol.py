@@ -16,7 +16,7 @@ from dpkd_bench.dev import DevSet, DevTracker
 from dpkd_bench.errors import RecipeError
 from dpkd_bench.methods import expand_sweeps
 from dpkd_bench.methods.sft import SFT
-from dpkd_bench.recipe import TrainConfig, load_recipe
+from dpkd_bench.recipe import Recipe, TrainConfig, load_recipe
 from dpkd_bench.train import BatchStream, make_optimizer, train
 from dpkd_bench.tune import TuneConfig, first_stage, lr_grid, second_stage
 
@@ -207,21 +207,25 @@ def test_every_method_gets_the_same_number_of_trials_at_the_same_rates():
         for a, b in zip(grid, grid[1:], strict=False)
     )
     scores = dict(zip(grid, [1.0, 5.0, 4.0, 2.0], strict=True))
+    recipe = Recipe(tune=cfg)
     for method in ("sft", "kd", "minillm", "gkd", "dpkd", "skew_rkl"):
-        first, second = first_stage(method, cfg), second_stage(method, cfg, scores)
+        first, second = first_stage(method, cfg), second_stage(method, recipe, scores)
         assert len(first) + len(second) == 6, method
         assert first == [f"{method}[train.lr={lr}]" for lr in grid]
         if method != "sft":  # a knob of its own, tried at the best grid rate
             assert second[0].startswith(f"{method}[train.lr={grid[1]},"), second
     # sft has no knob of its own: its second stage refines the rate towards the better neighbour
-    assert second_stage("sft", cfg, scores) == [
+    assert second_stage("sft", recipe, scores) == [
         f"sft[train.lr={float(f'{grid[1] * (grid[2] / grid[1]) ** 0.5:.2g}')}]",
         f"sft[train.lr={float(f'{grid[1] * (grid[0] / grid[1]) ** 0.5:.2g}')}]",
     ]
-    assert second_stage("minillm", cfg, scores) == [
+    assert second_stage("minillm", recipe, scores) == [
         f"minillm[train.lr={grid[1]},mix_alpha=0.1]",
         f"minillm[train.lr={grid[1]},mix_alpha=0.4]",
     ]
+    # the knob's value in the recipe is the default stage 1 trained with: stage 2 tries the other
+    own = Recipe(tune=cfg, method_args={"kd": {"kd_ratio": 1.0}})
+    assert second_stage("kd", own, scores)[0] == f"kd[train.lr={grid[1]},kd_ratio=0.5]"
 
 
 def tune_argv(out: Path, *extra: str) -> list[str]:
@@ -238,6 +242,8 @@ def test_tune_writes_a_tuned_recipe_that_runs_and_a_resumed_tuning_trains_only_t
 ):
     out = tmp_path / "tune"
     assert main(tune_argv(out)) == 0
+    plan = json.loads((out / "tuning.json").read_text())
+    assert plan["planned"] and plan["wall_s"]["stage1"] > 0
     table = (out / "trials.csv").read_text().splitlines()
     assert len(table) == 1 + 2 * 3  # header, 3 trials per method
     tuned = load_recipe(str(out / "tuned.yaml"))

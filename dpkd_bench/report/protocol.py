@@ -130,7 +130,8 @@ def below_start_note(view: RunView) -> str:
     )
     return (
         f"{BELOW_START} the student this method keeps scores below its own starting point "
-        f"(its student_init) on the dev split ({metric}): {listed}. Training made it worse."
+        f"(its student_init, or its train.init_from) on the dev split ({metric}): {listed}. "
+        "Training made it worse."
     )
 
 

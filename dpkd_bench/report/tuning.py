@@ -23,7 +23,7 @@ from dpkd_bench.recipe import dump_yaml, resolve_recipe
 from dpkd_bench.report.markdown import markdown_grid
 from dpkd_bench.report.plots import png_bytes
 from dpkd_bench.results import METRICS, RunDir, atomic_write_bytes, atomic_write_text, read_json
-from dpkd_bench.tune import PLAN, TunedRecord, lr_grid, search_space
+from dpkd_bench.tune import PLAN, TUNED, TunedRecord, lr_grid, search_space
 from dpkd_bench.variants import parse_variant, split_train
 
 TRIAL_COLUMNS = [
@@ -50,7 +50,8 @@ def trial_row(run: RunDir, spec: str, name: str, stage: int, seed: int) -> dict[
     values = parse_variant(name)[1]
     fixed = parse_variant(spec)[1]
     own = {k: v for k, v in values.items() if k != "train.lr" and k not in fixed}
-    metrics = read_json(run.unit_dir(name, seed) / METRICS) or {}
+    path = run.unit_dir(name, seed) / METRICS
+    metrics = read_json(path) if path.is_file() else {}
     train = metrics.get("train", {}) if isinstance(metrics, dict) else {}
     dev = train.get("dev") or {}
     score, start = dev.get("selected_score"), dev.get("init_score")
@@ -242,13 +243,13 @@ def render_tuning(run_dir: str | Path) -> list[Path]:
     (run.root / "plots").mkdir(exist_ok=True)
     atomic_write_bytes(run.root / "plots" / "trials.png", trials_plot(table))
     written.append(run.root / "plots" / "trials.png")
-    if table["chosen"].sum() == len(plan["methods"]):
+    if plan.get("planned") and table["chosen"].sum() == len(plan["methods"]):
         resolve_recipe(copy.deepcopy(data))  # the tuned recipe loads, or this fails here
         header = (
             f"# dpkd-bench run --recipe {run.root / 'tuned.yaml'} --seeds 1,2,3\n"
             f"# Written by `dpkd-bench tune` from {run.root}: {record.describe()}.\n"
             "# Each method's settings under method_args are its best trial's (tuning.md).\n"
         )
-        atomic_write_text(run.root / "tuned.yaml", header + dump_yaml(data))
-        written.append(run.root / "tuned.yaml")
+        atomic_write_text(run.root / TUNED, header + dump_yaml(data))
+        written.append(run.root / TUNED)
     return written
