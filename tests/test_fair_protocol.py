@@ -271,12 +271,7 @@ def test_tune_writes_a_tuned_recipe_that_runs_and_a_resumed_tuning_trains_only_t
     assert before == after  # finished trials are not trained again
     assert all((out / "runs" / n / "seed-1" / "metrics.json").is_file() for n in stage2)
     assert (out / "tuned.yaml").is_file()
-
-
-def test_resuming_a_tuning_with_another_recipe_is_refused(tmp_path, capsys):
-    out = tmp_path / "tune"
-    assert main(tune_argv(out)) == 0
-    capsys.readouterr()
+    capsys.readouterr()  # resuming with another recipe is refused, before anything trains
     expect(capsys, tune_argv(out, "--resume", "train.steps=3"), "cannot resume the tuning")
 
 

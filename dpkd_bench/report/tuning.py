@@ -243,7 +243,9 @@ def render_tuning(run_dir: str | Path) -> list[Path]:
     (run.root / "plots").mkdir(exist_ok=True)
     atomic_write_bytes(run.root / "plots" / "trials.png", trials_plot(table))
     written.append(run.root / "plots" / "trials.png")
-    if plan.get("planned") and table["chosen"].sum() == len(plan["methods"]):
+    # a plan written before "planned" existed filled stage 2 only once it was known
+    planned = plan.get("planned", any(m["stage2"] for m in plan["methods"].values()))
+    if planned and table["chosen"].sum() == len(plan["methods"]):
         resolve_recipe(copy.deepcopy(data))  # the tuned recipe loads, or this fails here
         header = (
             f"# dpkd-bench run --recipe {run.root / 'tuned.yaml'} --seeds 1,2,3\n"
