@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from accelerate.utils import gather_object
 
-from dpkd_bench.generate import DecodeSettings, generate_texts
+from dpkd_bench.generate import DecodeSettings, generate_texts, shard_slice
 from dpkd_bench.metrics import mean_metrics, score_examples
 from dpkd_bench.recipe import TrainConfig
 
@@ -57,18 +58,23 @@ class DevSet:
             self.batch_size,
         )
 
-    def scores(self, model) -> dict[str, float]:
-        """Greedy decodes of every dev prompt, scored: ``{"exact_match": %, "rougeL": %}``."""
+    def scores(self, model, accelerator=None) -> dict[str, float]:
+        """Greedy decodes of every dev prompt, scored: ``{"exact_match": %, "rougeL": %}``.
+
+        With several processes (``accelerator``), each decodes its share of the prompts and
+        every process scores all the decodes: the same figures, and so the same choice of the
+        best weights, on every process."""
         settings = DecodeSettings(True, 1.0, 0, 1.0, self.max_new_tokens)
+        count = accelerator.num_processes if accelerator is not None else 1
+        prompts = self.prompt_ids
+        if count > 1:
+            prompts = prompts[shard_slice(len(prompts), accelerator.process_index, count)]
         with torch.random.fork_rng(devices=[]):
             texts = generate_texts(
-                model,
-                self.tokenizer,
-                self.prompt_ids,
-                settings,
-                seed=DEV_SEED,
-                batch_size=self.batch_size,
+                model, self.tokenizer, prompts, settings, seed=DEV_SEED, batch_size=self.batch_size
             )
+        if count > 1:
+            texts = gather_object(texts)  # every share, in process order
         return mean_metrics(score_examples(texts, [list(r) for r in self.references]))
 
 
@@ -91,10 +97,11 @@ class DevTracker:
             return not self.curve
         return step % self.every == 0 or step == self.steps
 
-    def observe(self, model, point: dict[str, Any]) -> float:
-        """Score ``model`` at ``point`` (step and costs), add it to the curve; its score."""
+    def observe(self, model, point: dict[str, Any], accelerator=None) -> float:
+        """Score ``model`` at ``point`` (step and costs), add it to the curve; its score.
+        ``accelerator``: with several processes, they share the decoding (DevSet.scores)."""
         started = time.time()
-        scores = self.dev.scores(model)
+        scores = self.dev.scores(model, accelerator)
         score = scores[self.metric]
         self.curve.append({**point, "score": score, **{f"dev_{k}": v for k, v in scores.items()}})
         step = point["step"]

@@ -426,16 +426,20 @@ def train(
     return result
 
 
-def _validate(dev: DevTracker, student, progress: Progress, desc: str) -> float:
+def _validate(dev: DevTracker, student, progress: Progress, desc: str, accelerator) -> float:
     """Score the dev split at ``progress``'s step; the seconds it took (not training time)."""
     started = time.time()
+    forwards = progress.teacher_forwards  # this process's: summed over every process
+    if accelerator.num_processes > 1:
+        local = torch.tensor(forwards, device=accelerator.device)
+        forwards = int(accelerator.reduce(local, "sum"))
     point = {
         "step": progress.step,
         "tokens": progress.tokens,
-        "teacher_forwards": progress.teacher_forwards,
+        "teacher_forwards": forwards,
         "elapsed_s": round(progress.elapsed_s, 3),
     }
-    score = dev.observe(student, point)
+    score = dev.observe(student, point, accelerator)
     console.log(f"{desc}: step {progress.step}, dev {dev.metric} {score:.2f}")
     return time.time() - started
 
@@ -478,7 +482,7 @@ def _loop(
 
     started = time.time() - progress.elapsed_s
     if dev is not None and dev.due(progress.step) and progress.step == 0:
-        spent = _validate(dev, student, progress, desc)
+        spent = _validate(dev, student, progress, desc, accelerator)
         started, throughput.since = started + spent, throughput.since + spent
     steps = range(progress.step + 1, cfg.steps + 1)
     bar = tqdm(
@@ -509,7 +513,7 @@ def _loop(
         progress.step, progress.elapsed_s = step, time.time() - started
         progress.teacher_forwards = counted[0]
         if dev is not None and dev.due(step):  # its time is neither training nor throughput
-            spent = _validate(dev, student, progress, desc)
+            spent = _validate(dev, student, progress, desc, accelerator)
             started, throughput.since = started + spent, throughput.since + spent
         if logged is not None and _due(step, cfg.log_every, cfg.steps):
             guard.check()

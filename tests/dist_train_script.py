@@ -6,8 +6,10 @@ Each process builds the same tiny tokenizer, teacher and student as tests/confte
 
 1. trains the student with ``kd`` (teacher-forced) through ``dpkd_bench.train.train``, with
    plain SGD in place of AdamW (whose update hardly changes when every gradient is scaled alike,
-   so it would hide a wrong normalisation); the main process saves the final weights to
-   OUT/kd.pt and the train log to OUT/kd_log.jsonl;
+   so it would hide a wrong normalisation), validated on a dev set every step (the processes
+   share the decoding) and keeping the best-on-dev weights; the main process saves the final
+   weights to OUT/kd.pt, the train log to OUT/kd_log.jsonl and every process's dev summary to
+   OUT/kd_dev.json;
 2. trains ``gkd`` (on-policy samples from each process's own generator) for 4 steps without a
    break, then again with a stop while preparing step 4 and a resume from the checkpoint of
    step 2; the main process saves both final weights to OUT/gkd_whole.pt and OUT/gkd_resumed.pt.
@@ -15,14 +17,19 @@ Each process builds the same tiny tokenizer, teacher and student as tests/confte
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from unittest import mock
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import gather_object
 
+from dpkd_bench.data.collate import encode_prompt
 from dpkd_bench.data.tokenizer import train_bpe_tokenizer
+from dpkd_bench.dev import DevSet, DevTracker
+from dpkd_bench.generate import DecodeSettings, generate_texts
 from dpkd_bench.methods import get_method
 from dpkd_bench.models import build_model
 from dpkd_bench.recipe import ModelConfig, TrainConfig
@@ -33,8 +40,9 @@ from tests.test_train_generate import context, items  # items: responses of uneq
 
 GLOBAL_BATCH, GRAD_ACCUM, N_ITEMS = 8, 2, 24
 KD_CONFIG = TrainConfig(
-    steps=3, batch_size=GLOBAL_BATCH, grad_accum=GRAD_ACCUM, lr=0.5, log_every=1, max_grad_norm=1e6
-)
+    steps=3, batch_size=GLOBAL_BATCH, grad_accum=GRAD_ACCUM, lr=0.5, log_every=1,
+    max_grad_norm=1e6, eval_every=1, select="best_dev",
+)  # fmt: skip
 GKD_CONFIG = TrainConfig(
     steps=4, batch_size=GLOBAL_BATCH, grad_accum=1, lr=1e-2, log_every=1, checkpoint_every=2
 )
@@ -55,14 +63,30 @@ def sgd(model, cfg: TrainConfig):
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
 
 
+def dev_set(tok) -> DevSet:
+    """Seven dev prompts (an odd count: the processes' shares differ in size) whose references
+    are the untrained student's own greedy answers: it starts at 100, and every later score
+    depends on each answer meeting its own prompt's reference."""
+    prompts = [encode_prompt(tok, prompt) for prompt, _ in tiny_corpus()[-7:]]
+    start = make_model(tok, seed=2)
+    settings = DecodeSettings(greedy=True, max_new_tokens=6)
+    answers = generate_texts(start, tok, prompts, settings, seed=0, batch_size=8)
+    return DevSet(prompts, [[answer] for answer in answers], tok, max_new_tokens=6)
+
+
 def train_kd(tok, teacher, accelerator, log_path=None):
-    """``kd`` with SGD for KD_CONFIG.steps steps from student seed 2: the trained student."""
+    """``kd`` with SGD for KD_CONFIG.steps steps from student seed 2, validated on the dev set
+    every step and keeping the best-on-dev weights: (the student, its dev summary)."""
     student = make_model(tok, seed=2)
     ctx = context(tok, student, teacher, seed=accelerator.process_index)
     stream = BatchStream(items(tok, N_ITEMS), GLOBAL_BATCH, seed=3)
+    dev = DevTracker(dev_set(tok), KD_CONFIG)
     with mock.patch("dpkd_bench.train.make_optimizer", sgd):
-        train(get_method("kd"), student, KD_CONFIG, stream, ctx, accelerator, log_path, "kd")
-    return student
+        result = train(
+            get_method("kd"), student, KD_CONFIG, stream, ctx, accelerator, log_path, "kd",
+            None, None, dev,
+        )  # fmt: skip
+    return student, result.dev
 
 
 def train_gkd(tok, teacher, accelerator, checkpoint: Path, limit=None):
@@ -85,9 +109,11 @@ def main(out: Path) -> None:
     assert accelerator.num_processes > 1, "launch with torchrun --nproc_per_node 2"
     tok = tokenizer()
     teacher = make_model(tok, seed=1).eval()
-    student = train_kd(tok, teacher, accelerator, out / "kd_log.jsonl")
+    student, dev = train_kd(tok, teacher, accelerator, out / "kd_log.jsonl")
+    every = gather_object([dev])  # each process's own dev summary: they must agree
     if accelerator.is_main_process:
         torch.save(student.state_dict(), out / "kd.pt")
+        (out / "kd_dev.json").write_text(json.dumps(every))
 
     whole = train_gkd(tok, teacher, accelerator, out / "gkd-whole")
     assert train_gkd(tok, teacher, accelerator, out / "gkd-resumed", limit=3) is None

@@ -65,8 +65,21 @@ def test_two_processes_train_kd_to_the_weights_of_one(two_process_train, tokeniz
     teacher = script.make_model(tok, seed=1).eval()
     log = two_process_train / "single_log.jsonl"
     log.unlink(missing_ok=True)
-    single = script.train_kd(tok, teacher, Accelerator(cpu=True), log)
+    single, single_dev = script.train_kd(tok, teacher, Accelerator(cpu=True), log)
     double = torch.load(two_process_train / "kd.pt", weights_only=True)
+    devs = json.loads((two_process_train / "kd_dev.json").read_text())
+    timeless = [
+        [{k: v for k, v in p.items() if k != "elapsed_s"} for p in d["curve"]] for d in devs
+    ]
+    assert timeless[0] == timeless[1]  # both processes saw the same dev figures
+    assert devs[0]["selected_step"] == devs[1]["selected_step"]  # and kept the same weights
+    assert [p["step"] for p in devs[0]["curve"]] == [0, 1, 2, 3]
+    assert devs[0]["curve"][0]["score"] == 100.0 and devs[0]["curve"][-1]["score"] < 100.0
+    for one, two in zip(single_dev["curve"], devs[0]["curve"], strict=True):
+        # the shared decoding scores what one process scores alone, at the same global cost
+        assert one["score"] == pytest.approx(two["score"]) and one["step"] == two["step"]
+        assert one["teacher_forwards"] == two["teacher_forwards"]
+    assert single_dev["selected_step"] == devs[0]["selected_step"]
     worst = 0.0
     for name, value in single.state_dict().items():
         torch.testing.assert_close(double[name], value, atol=1e-5, rtol=1e-4, msg=name)

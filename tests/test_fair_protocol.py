@@ -137,7 +137,7 @@ class ScriptedDev(DevSet):
         super().__init__([(1,)], [["x"]], tokenizer, 4)
         self.script, self.seen = list(script), []
 
-    def scores(self, model):
+    def scores(self, model, accelerator=None):
         self.seen.append({k: v.clone() for k, v in model.state_dict().items()})
         score = self.script.pop(0)
         return {"rougeL": score, "exact_match": score}
@@ -179,6 +179,37 @@ def test_validation_does_not_change_what_training_computes(tokenizer, make_model
     validated, result = train_with(tokenizer, make_model, cfg, dev)
     assert len(result.dev["curve"]) == 5 and result.dev["selected_step"] == 4
     assert same_weights(plain.state_dict(), validated.state_dict())
+
+
+class Shares:
+    """What an accelerator tells DevSet.scores: process ``index`` of two."""
+
+    num_processes = 2
+
+    def __init__(self, index: int):
+        self.process_index = index
+
+
+def test_processes_share_the_dev_decoding_and_score_each_answer_against_its_own_references(
+    monkeypatch, tokenizer
+):
+    prompts = [(5,) * n for n in range(1, 8)]  # seven: shares of three and four
+    references = [[str(n)] if n % 2 else ["other"] for n in range(1, 8)]
+    answer = lambda model, tok, prompts, settings, **kw: [str(len(p)) for p in prompts]  # noqa: E731
+    monkeypatch.setattr("dpkd_bench.dev.generate_texts", answer)
+    dev = DevSet(prompts, references, tokenizer, 4)
+    alone = dev.scores(None)
+    assert alone["exact_match"] == pytest.approx(100 * 4 / 7)
+    decoded = []
+    monkeypatch.setattr("dpkd_bench.dev.gather_object", lambda texts: decoded.append(texts) or [])
+    with pytest.raises(ValueError):  # each process decodes its own contiguous share only
+        dev.scores(None, Shares(0))
+    with pytest.raises(ValueError):
+        dev.scores(None, Shares(1))
+    assert decoded == [["1", "2", "3"], ["4", "5", "6", "7"]]
+    everyone = decoded[0] + decoded[1]  # what the gather gives every process
+    monkeypatch.setattr("dpkd_bench.dev.gather_object", lambda texts: list(everyone))
+    assert dev.scores(None, Shares(0)) == dev.scores(None, Shares(1)) == alone
 
 
 def test_a_resumed_unit_keeps_its_dev_curve_and_its_best_weights(tokenizer, make_model, tmp_path):
