@@ -16,6 +16,7 @@ from pathlib import Path
 
 from dpkd_bench.errors import UserError
 from dpkd_bench.report.samples import SAMPLES_PER_SET
+from dpkd_bench.report.tuning import is_tuning_run
 from dpkd_bench.report.view import (
     first_seed_units,
     load_run,
@@ -33,9 +34,18 @@ from dpkd_bench.results import (
     write_example_scores,
     write_jsonl,
 )
+from dpkd_bench.tune import PLAN
 
 KEPT = (METRICS, "fidelity.json", TRAIN_LOG, "config.yaml")
 TABLES = ("leaderboard.csv", "leaderboard.md", "leaderboard.tex", "families.csv")
+# A tuning run's (dpkd-bench tune): its trials' metrics.json hold everything it reports; its
+# tuned.yaml names the directory it was rendered in, so it is not compared.
+TUNING_TABLES = ("trials.csv", "tuning.md")
+
+
+def tables_of(root: str | Path) -> tuple[str, ...]:
+    """The tables a rendered run directory is compared by."""
+    return TUNING_TABLES if is_tuning_run(RunDir(root)) else TABLES
 
 
 def archive_run(source: str | Path, target: str | Path) -> Path:
@@ -49,12 +59,14 @@ def archive_run(source: str | Path, target: str | Path) -> Path:
     out = RunDir(target)
     out.root.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(view.run.manifest_path, out.root / MANIFEST)
+    if is_tuning_run(view.run):  # the plan and each trial's files; no eval set was decoded
+        shutil.copyfile(view.run.root / PLAN, out.root / PLAN)
+        for method, seed in view.units:
+            _copy_kept(view.run.unit_dir(method, seed), out.unit_dir(method, seed))
+        return target
     for method, seed in view.units:
         unit, copy = view.run.unit_dir(method, seed), out.unit_dir(method, seed)
-        copy.mkdir(parents=True, exist_ok=True)
-        for name in KEPT:
-            if (unit / name).is_file():
-                shutil.copyfile(unit / name, copy / name)
+        _copy_kept(unit, copy)
         if (unit / EXAMPLE_SCORES).is_file():
             shutil.copyfile(unit / EXAMPLE_SCORES, copy / EXAMPLE_SCORES)
         else:  # a run made before the file: from its generations
@@ -69,10 +81,17 @@ def archive_run(source: str | Path, target: str | Path) -> Path:
     return target
 
 
+def _copy_kept(unit: Path, copy: Path) -> None:
+    copy.mkdir(parents=True, exist_ok=True)
+    for name in KEPT:
+        if (unit / name).is_file():
+            shutil.copyfile(unit / name, copy / name)
+
+
 def differing_tables(first: str | Path, second: str | Path) -> list[str]:
     """The rendered tables whose bytes differ between two rendered run directories."""
     return [
         name
-        for name in TABLES
+        for name in tables_of(first)
         if (Path(first) / name).read_bytes() != (Path(second) / name).read_bytes()
     ]
