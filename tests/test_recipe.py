@@ -86,7 +86,10 @@ def test_exponent_floats_without_a_dot_are_floats():
 def test_overrides_win_and_route_method_args():
     recipe = load_recipe("synthetic", ["train.steps=7", "dpkd.beta=0.5", "eval.gen_seeds=[1,2]"])
     assert recipe.train.steps == 7
-    assert recipe.method_args["dpkd"] == {"beta": 0.5}
+    assert recipe.method_args["dpkd"]["beta"] == 0.5
+    assert (
+        recipe.method_args["dpkd"]["train"] == load_recipe("synthetic").method_args["dpkd"]["train"]
+    )
     assert recipe.eval.gen_seeds == [1, 2]
 
 
