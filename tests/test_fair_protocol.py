@@ -19,6 +19,7 @@ from dpkd_bench.methods.sft import SFT
 from dpkd_bench.recipe import Recipe, TrainConfig, load_recipe
 from dpkd_bench.train import BatchStream, make_optimizer, train
 from dpkd_bench.tune import TuneConfig, first_stage, lr_grid, second_stage
+from dpkd_bench.variants import parse_variant
 
 from .conftest import context, items
 from .test_bad_input import expect, write_recipe
@@ -263,8 +264,8 @@ def tune_argv(out: Path, *extra: str) -> list[str]:
     """``extra``: flags and overrides, before the recipe's own overrides."""
     return [
         "tune", "--recipe", "synthetic-quick", "--methods", "sft,kd", "--out", str(out),
-        "--quiet", *extra, "tune.trials=3", "tune.lr_points=2", "train.eval_every=3",
-        "train.select=best_dev",
+        "--quiet", *extra, "tune.trials=2", "tune.lr_points=1", "train.eval_every=3",
+        "train.select=best_dev", "train.dev_examples=40",
     ]  # fmt: skip
 
 
@@ -276,12 +277,15 @@ def test_tune_writes_a_tuned_recipe_that_runs_and_a_resumed_tuning_trains_only_t
     plan = json.loads((out / "tuning.json").read_text())
     assert plan["planned"] and plan["wall_s"]["stage1"] > 0
     table = (out / "trials.csv").read_text().splitlines()
-    assert len(table) == 1 + 2 * 3  # header, 3 trials per method
+    assert len(table) == 1 + 2 * 2  # header, 2 trials per method
     tuned = load_recipe(str(out / "tuned.yaml"))
-    assert tuned.tuned is not None and tuned.tuned.trials == 3 and not tuned.tuning_run
-    chosen = {m: tuned.unit_train(m).lr for m in ("sft", "kd")}
-    assert set(chosen.values()) <= {5e-6, 3e-3} | {1.2e-4}
-    assert "tuned: 3 trials per method on the dev split" in (out / "tuning.md").read_text()
+    assert tuned.tuned is not None and tuned.tuned.trials == 2 and not tuned.tuning_run
+    grid = tuned.tuned.lr_grid  # one rate (the grid's middle), then a finer one or kd's knob
+    sft = plan["methods"]["sft"]
+    tried = {float(parse_variant(n)[1]["train.lr"]) for n in [*sft["stage1"], *sft["stage2"]]}
+    assert len(tried) == 2 and tuned.unit_train("sft").lr in tried and grid[0] in tried
+    assert {plan["methods"]["kd"]["stage2"][0]} == {f"kd[train.lr={grid[0]},kd_ratio=1.0]"}
+    assert "tuned: 2 trials per method on the dev split" in (out / "tuning.md").read_text()
     # no eval set was decoded for a trial: selection saw the dev split only
     assert not list(out.glob("runs/*/seed-1/generations"))
     assert not (out / "runs" / "teacher").exists()
@@ -310,7 +314,8 @@ def test_tune_writes_a_tuned_recipe_that_runs_and_a_resumed_tuning_trains_only_t
 def test_a_student_that_ends_below_its_start_on_dev_is_flagged(tmp_path):
     out = tmp_path / "run"
     argv = ["run", "--recipe", "synthetic-quick", "--methods", "sft,kd", "--out", str(out)]
-    assert main([*argv, "--quiet", "train.eval_every=3"]) == 0
+    cheap = ["eval.fidelity=false", "eval.decoding=greedy", "data.max_eval_examples=8"]
+    assert main([*argv, "--quiet", "train.eval_every=3", "train.dev_examples=40", *cheap]) == 0
     metrics_path = out / "runs" / "kd" / "seed-1" / "metrics.json"
     metrics = json.loads(metrics_path.read_text())
     dev = metrics["train"]["dev"]
