@@ -25,8 +25,7 @@ from dpkd_bench.manifest import check_same_recipe, plain_recipe
 from dpkd_bench.recipe import load_recipe, slurm_minutes
 from dpkd_bench.results import RunDir
 
-# Two methods x two seeds, one thread per unit on every launcher (threads change the floats);
-# one generation seed and no fidelity figures: what is compared is where the units ran.
+# Two methods x two seeds, one thread per unit on every launcher (threads change the floats).
 GRID = [
     "--recipe",
     "synthetic-quick",
@@ -34,8 +33,6 @@ GRID = [
     "sft,kd",
     "--seeds",
     "1,2",
-    "eval.gen_seeds=[10]",
-    "eval.fidelity=false",
 ]
 ONE_THREAD = "launcher.cpus_per_unit=1"
 UNITS = ["sft/seed-1", "sft/seed-2", "kd/seed-1", "kd/seed-2"]
