@@ -113,6 +113,15 @@ def append_jsonl(path: str | Path, record: dict) -> None:
         handle.flush()
 
 
+def unit_training(run: RunDir, method: str, seed: int) -> dict:
+    """A unit's metrics.json "train" record (steps, costs, settings, dev curve); {} for a unit
+    without metrics yet, or one trained before the record existed."""
+    path = run.unit_dir(method, seed) / METRICS
+    metrics = read_json(path) if path.is_file() else None
+    train = metrics.get("train") if isinstance(metrics, dict) else None
+    return train if isinstance(train, dict) else {}
+
+
 def read_jsonl(path: str | Path) -> list[dict]:
     """Parse a JSON-lines file (blank lines skipped); a bad line is a UserError with its number."""
     path = Path(path)

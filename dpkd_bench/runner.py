@@ -170,7 +170,7 @@ class Runner(SharedStage):
                 metrics = self.evaluator.evaluate(
                     model, inputs.data, name, seed, unit_dir / "student", train_info
                 )
-                settings = {**method.describe()["defaults"], "train": train_info["settings"]}
+                settings = unit_settings(method, train_info["settings"])
                 card = (name, seed, settings, unit_dir / "student", metrics["eval"])
                 self.procs.on_main(self.write_card, *card)
                 if trackers is not None:
@@ -211,7 +211,8 @@ class Runner(SharedStage):
         from dpkd_bench.trackers import UnitTrackers
 
         config = {**plain_recipe(self.recipe), "unit": {"method": name, "seed": seed}}
-        config["unit"]["settings"] = self.unit_settings(name, method)
+        train = asdict(self.recipe.unit_train(name))  # epochs not resolved yet: before the data
+        config["unit"]["settings"] = unit_settings(method, train)
         key = unit_key(name, seed)
         trackers = UnitTrackers(names, self.run_dir.root, key, self.recipe.name, config)
         try:
@@ -285,12 +286,6 @@ class Runner(SharedStage):
         preflight_models(inputs.teacher, model, inputs.data.tokenizer, self.recipe.data.max_length)
         return model
 
-    def unit_settings(self, name: str, method: Method) -> dict:
-        """A unit's settings as its model card and trackers show them: the method's, and its
-        training settings under ``train``."""
-        train = asdict(self.recipe.unit_train(name))
-        return {**method.describe()["defaults"], "train": train}
-
     def dev_set(self, data) -> DevSet | None:
         """The dev split as training scores it (greedy, the eval section's lengths)."""
         if data.dev is None:
@@ -314,6 +309,12 @@ class Runner(SharedStage):
             return describe_error(err)
         log(f"done in {total:.1f}s: {self.run_dir.root / 'leaderboard.md'}")
         return None
+
+
+def unit_settings(method: Method, train: dict) -> dict:
+    """A unit's settings as its model card and trackers show them: the method's, and its
+    training settings under ``train``."""
+    return {**method.describe()["defaults"], "train": train}
 
 
 def prepare_unit_dir(unit_dir: Path, label: str, resume: bool) -> int | None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from dpkd_bench.console import log
 from dpkd_bench.errors import UserError
 from dpkd_bench.recipe import Recipe
-from dpkd_bench.results import METRICS, RunDir, read_json, write_json
+from dpkd_bench.results import RunDir, read_json, unit_training, write_json
 from dpkd_bench.tune import PLAN, TUNED, first_stage, lr_grid, search_space, second_stage
 from dpkd_bench.variants import parse_variant
 
@@ -36,9 +36,7 @@ def trial_recipe(recipe: Recipe, trials: list[str]) -> Recipe:
 
 def trial_score(run_dir: RunDir, name: str, seed: int) -> float | None:
     """The dev score of the weights trial ``name`` kept; None until it has one."""
-    path = run_dir.unit_dir(name, seed) / METRICS
-    metrics = read_json(path) if path.is_file() else None
-    dev = metrics.get("train", {}).get("dev") if isinstance(metrics, dict) else None
+    dev = unit_training(run_dir, name, seed).get("dev")
     return None if not dev else dev.get("selected_score")
 
 

@@ -25,7 +25,7 @@ from dpkd_bench.methods import REFERENCE_METHOD
 from dpkd_bench.report.plots import png_bytes
 from dpkd_bench.report.protocol import Section, settings_section, unit_train
 from dpkd_bench.report.view import RunView
-from dpkd_bench.results import METRICS, read_json
+from dpkd_bench.results import unit_training
 
 CURVE_COLUMNS = [
     "method",
@@ -51,9 +51,8 @@ ENDED = "†"  # the method's whole run cost less than the budget
 
 def unit_curve(view: RunView, method: str, seed: int) -> list[dict]:
     """One unit's dev curve as rows of CURVE_COLUMNS; [] for a unit without one."""
-    metrics = read_json(view.run.unit_dir(method, seed) / METRICS)
-    train = metrics.get("train") if isinstance(metrics, dict) else None
-    dev = train.get("dev") if isinstance(train, dict) else None
+    train = unit_training(view.run, method, seed)
+    dev = train.get("dev")
     if not isinstance(dev, dict) or not dev.get("curve"):
         return []
     per_step = train.get("student_flops_per_step")

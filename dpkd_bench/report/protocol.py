@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dpkd_bench.report.view import RunView
-from dpkd_bench.results import METRICS, read_json
+from dpkd_bench.results import unit_training
 from dpkd_bench.variants import parse_variant, split_train
 
 # The training settings the settings table shows, with their column titles.
@@ -107,9 +107,7 @@ def below_start(view: RunView) -> dict[str, list[int]]:
     """Method -> the seeds whose kept student scores below its own start on the dev split."""
     found: dict[str, list[int]] = {}
     for method, seed in view.units:
-        metrics = read_json(view.run.unit_dir(method, seed) / METRICS)
-        train = metrics.get("train") if isinstance(metrics, dict) else None
-        dev = train.get("dev") if isinstance(train, dict) else None
+        dev = unit_training(view.run, method, seed).get("dev")
         if not isinstance(dev, dict):
             continue
         score, start = dev.get("selected_score"), dev.get("init_score")

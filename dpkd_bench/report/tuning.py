@@ -22,7 +22,13 @@ from matplotlib.figure import Figure
 from dpkd_bench.recipe import dump_yaml, resolve_recipe
 from dpkd_bench.report.markdown import markdown_grid
 from dpkd_bench.report.plots import png_bytes
-from dpkd_bench.results import METRICS, RunDir, atomic_write_bytes, atomic_write_text, read_json
+from dpkd_bench.results import (
+    RunDir,
+    atomic_write_bytes,
+    atomic_write_text,
+    read_json,
+    unit_training,
+)
 from dpkd_bench.tune import PLAN, TUNED, TunedRecord, lr_grid, search_space
 from dpkd_bench.variants import parse_variant, split_train
 
@@ -50,9 +56,7 @@ def trial_row(run: RunDir, spec: str, name: str, stage: int, seed: int) -> dict[
     values = parse_variant(name)[1]
     fixed = parse_variant(spec)[1]
     own = {k: v for k, v in values.items() if k != "train.lr" and k not in fixed}
-    path = run.unit_dir(name, seed) / METRICS
-    metrics = read_json(path) if path.is_file() else {}
-    train = metrics.get("train", {}) if isinstance(metrics, dict) else {}
+    train = unit_training(run, name, seed)
     dev = train.get("dev") or {}
     score, start = dev.get("selected_score"), dev.get("init_score")
     return {
