@@ -162,3 +162,24 @@ def median(values: list[float]) -> float:
 def paired_ratio(numerator: list[float], denominator: list[float]) -> float:
     """Median over rounds of the per-round ratio (robust to load that drifts between rounds)."""
     return statistics.median(a / b for a, b in zip(numerator, denominator, strict=True))
+
+
+def saved_models(run, manifest: dict, recipe) -> list[tuple[str, int, Path]]:
+    """(name, seed, saved directory) of every model a finished run saved: the teacher (from the
+    cache, by the identity the manifest records, or its Hub name), each reference seed's
+    ``student_init``, then every method's student of every seed that finished."""
+    from dpkd_bench.results import METRICS, cache_root
+    from dpkd_bench.shared_stage import INIT_DIR, reference_seeds, student_init_dir
+
+    teacher = recipe.teacher.model.name_or_path or cache_root() / f"teacher-{manifest['teacher']}"
+    found = [("teacher", recipe.seeds[0], Path(teacher))]
+    found += [
+        (INIT_DIR, seed, student_init_dir(run.root, recipe, seed))
+        for seed in reference_seeds(recipe, INIT_DIR)
+    ]
+    for method in manifest.get("methods", []):
+        for seed in manifest.get("seeds", []):
+            unit = run.unit_dir(method, seed)
+            if (unit / METRICS).is_file() and (unit / "student").is_dir():
+                found.append((method, seed, unit / "student"))
+    return found

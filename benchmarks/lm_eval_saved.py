@@ -18,28 +18,22 @@ import argparse
 import sys
 from pathlib import Path
 
-from benchkit import print_machine
+from benchkit import print_machine, saved_models
 
 from dpkd_bench.data.lm_eval_task import TASKS
 from dpkd_bench.models import load_pretrained, load_tokenizer
-from dpkd_bench.recipe import LmEvalConfig
-from dpkd_bench.results import METRICS, RunDir, cache_root
+from dpkd_bench.recipe import LmEvalConfig, resolve_recipe
+from dpkd_bench.results import RunDir
 
 
-def model_dirs(run: RunDir, seed: int) -> dict[str, Path]:
-    """Where each of the run's models is saved: teacher, student_init, then every student."""
-    manifest = run.load_manifest()
-    teacher = ((manifest.get("recipe") or {}).get("teacher") or {}).get("model") or {}
-    found = {
-        "teacher": Path(
-            teacher.get("name_or_path") or cache_root() / f"teacher-{manifest['teacher']}"
-        ),
-        "student_init": run.root / "student_init",
-    }
-    for method in manifest.get("methods", []):
-        unit = run.unit_dir(method, seed)
-        if (unit / METRICS).is_file() and (unit / "student").is_dir():
-            found[method] = unit / "student"
+def model_dirs(run: RunDir, manifest: dict, seed: int) -> dict[str, Path]:
+    """Where each model of training seed ``seed`` is saved: teacher, student_init (its seed's,
+    else the run's one), then every student."""
+    recipe = resolve_recipe(dict(manifest["recipe"]))
+    found: dict[str, Path] = {}
+    for name, model_seed, path in saved_models(run, manifest, recipe):
+        if model_seed == seed or (name in ("teacher", "student_init") and name not in found):
+            found[name] = path
     return found
 
 
@@ -55,7 +49,8 @@ def main(argv=None) -> int:
     run = RunDir(args.run_dir)
     cfg = LmEvalConfig(tasks=args.tasks.split(","))
     rows = []
-    for name, path in model_dirs(run, args.seed).items():
+    manifest = run.load_manifest()
+    for name, path in model_dirs(run, manifest, args.seed).items():
         model = load_pretrained(path).eval()
         tokenizer = load_tokenizer(str(path))
         scores, seconds = lm_eval_scores(model, tokenizer, cfg, run.root, "cpu", name)
