@@ -401,7 +401,12 @@ def train(
     check_corpus(method, pretrain is not None)
     pretrain = pretrain if method.config.pt_weight > 0 else None
     # the schedule the methods see is the loop's own
-    ctx = dataclasses.replace(ctx, grad_accum=cfg.grad_accum, total_steps=cfg.steps)
+    ctx = dataclasses.replace(
+        ctx,
+        grad_accum=cfg.grad_accum,
+        total_steps=cfg.steps,
+        processes=accelerator.num_processes,
+    )
     student.train()
     with (
         checkpointed_activations(student, cfg.gradient_checkpointing),
@@ -508,6 +513,7 @@ def _loop(
             logged = global_logged(logged, accelerator)
             guard.observe(step, weighted_loss(logged, weights), logged)
             run.step()
+            method.end_step(step, logged)
             progress.tokens += totals["tokens"]
             throughput.tokens += totals["tokens"]
         progress.step, progress.elapsed_s = step, time.time() - started

@@ -12,7 +12,9 @@ Each process builds the same tiny tokenizer, teacher and student as tests/confte
    OUT/kd_dev.json;
 2. trains ``gkd`` (on-policy samples from each process's own generator) for 4 steps without a
    break, then again with a stop while preparing step 4 and a resume from the checkpoint of
-   step 2; the main process saves both final weights to OUT/gkd_whole.pt and OUT/gkd_resumed.pt.
+   step 2; the main process saves both final weights to OUT/gkd_whole.pt and OUT/gkd_resumed.pt;
+3. trains ``taid`` (its adaptive interpolation moved by a large step size) and saves every
+   process's schedule to OUT/taid_schedules.json.
 """
 
 from __future__ import annotations
@@ -103,6 +105,18 @@ def train_gkd(tok, teacher, accelerator, checkpoint: Path, limit=None):
     return student
 
 
+def train_taid(tok, teacher, accelerator) -> dict:
+    """``taid`` for 3 steps of 2 micro-batches with a step size that moves t visibly: its
+    schedule afterwards (t, momentum, previous loss)."""
+    student = make_model(tok, seed=2)
+    ctx = context(tok, student, teacher, seed=accelerator.process_index)
+    stream = BatchStream(items(tok, N_ITEMS), GLOBAL_BATCH, seed=3)
+    method = get_method("taid", alpha=0.5)
+    cfg = TrainConfig(steps=3, batch_size=GLOBAL_BATCH, grad_accum=GRAD_ACCUM, lr=1e-2)
+    train(method, student, cfg, stream, ctx, accelerator, None, "taid")
+    return method.schedule
+
+
 def main(out: Path) -> None:
     torch.set_num_threads(1)
     accelerator = Accelerator(cpu=True)
@@ -121,6 +135,9 @@ def main(out: Path) -> None:
     if accelerator.is_main_process:
         torch.save(whole.state_dict(), out / "gkd_whole.pt")
         torch.save(resumed.state_dict(), out / "gkd_resumed.pt")
+    schedules = gather_object([train_taid(tok, teacher, accelerator)])
+    if accelerator.is_main_process:
+        (out / "taid_schedules.json").write_text(json.dumps(schedules))
     accelerator.wait_for_everyone()
 
 

@@ -104,6 +104,18 @@ def test_two_process_checkpoint_resumes_every_process_state(two_process_train):
     assert (two_process_train / "gkd-resumed" / "rank-1.pt").is_file()
 
 
+def test_taid_moves_one_schedule_on_every_process_as_in_one(two_process_train):
+    """TAID's interpolation advances on the step's global loss: both processes hold the same
+    schedule, the one a single process reaches on the same global batches."""
+    schedules = json.loads((two_process_train / "taid_schedules.json").read_text())
+    assert schedules[0] == schedules[1]
+    tok = script.tokenizer()
+    single = script.train_taid(tok, script.make_model(tok, seed=1).eval(), Accelerator(cpu=True))
+    assert single["t"] > 0.4  # it moved past t_start
+    for key, value in single.items():
+        assert schedules[0][key] == pytest.approx(value, rel=1e-4), key
+
+
 def test_two_process_run_writes_one_set_of_results(tmp_path):
     out = tmp_path / "run"
     tiny = ["data.eval_sets=[synthetic-id]", "data.n_eval=8", "eval.gen_seeds=[10]"]

@@ -23,7 +23,7 @@ from .test_grad_accum import training_items
 # Official code that turns the student's dropout off: MiniLLM's PPO model keeps the student in
 # eval mode; TRL's GKDConfig.disable_dropout defaults to True. DistiLLM and the DPKD code train
 # in train mode with the model's own dropout.
-DROPOUT_OFF = {"minillm", "gkd"}
+DROPOUT_OFF = {"minillm", "gkd", "opd", "distillm2"}
 
 
 def dropout_rates(model) -> set[float]:

@@ -6,6 +6,7 @@ import dataclasses
 
 import pytest
 import torch
+import torch.nn.functional as F
 from accelerate import Accelerator
 
 from dpkd_bench.errors import UserError
@@ -28,6 +29,11 @@ DEFAULTS = {
     "tvd": {"kd_ratio": 0.5},
     "dpkd": {"beta": 0.1, "pref_weight": 0.5, "ce_weight": 0.5, "length_normalize": True},
     "dpkd_token": {"beta": 0.1, "kd_ratio": 0.5, "label_smoothing": 0.0, "ipo": False},
+    "opd": {"temperature": 1.0, "kl_coef": 1.0},  # tinker-cookbook
+    "distillm2": {"alpha": 0.1, "gradual_beta": False, "temperature": 0.8, "top_p": 0.95},
+    "abkd": {"alpha": 0.2, "beta": 0.7, "kd_ratio": 1.0},  # the 0.3B/0.7B scripts
+    "akl": {"mu": 0.5, "kd_ratio": 0.5},
+    "taid": {"t_start": 0.4, "t_end": 1.0, "alpha": 5e-4, "beta": 0.99, "kd_ratio": 1.0},
 }
 
 
@@ -124,3 +130,65 @@ def test_minillm_store_serves_ppo_epochs_shuffled_passes(tokenizer, make_model):
     with torch.no_grad():
         method.prepare_next(draw, ctx)
     assert len(draws) == 4  # the next store
+
+
+def test_minillm_store_is_global_each_process_keeps_its_share(tokenizer, make_model):
+    """rollout_size counts the rollouts of every process (official --num-rollouts, divided by
+    the number of GPUs): with two processes each one samples half."""
+    method = get_method("minillm", ppo_epochs=1, rollout_size=8)
+    student, teacher = make_model(seed=5), make_model(seed=6).eval()
+    ctx = dataclasses.replace(context(tokenizer, student, teacher), processes=2)
+    method.start(ctx)
+    data = items(tokenizer, 8)
+    draws = []
+
+    def draw():
+        draws.append(data[:2])
+        return {k: [d[k] for d in data[:2]] for k in data[0]}
+
+    with torch.no_grad():
+        method.prepare_next(draw, ctx)
+    assert len(draws) == 2 and len(method.state_dict()["store"]) == 4
+
+
+def test_dpkd_ce_on_teacher_samples_trains_two_blocks_and_scores_y_t(tokenizer, make_model):
+    student, teacher = make_model(seed=5), make_model(seed=6).eval()
+    ctx = context(tokenizer, student, teacher)
+    batch = {k: [d[k] for d in items(tokenizer, 3)] for k in ("prompts", "responses")}
+    batch["teacher_responses"] = [r[:2] for r in batch["responses"]]
+    method = get_method("dpkd", ce_data="teacher_samples", pref_weight=0.0)
+    with torch.no_grad():
+        prepared = method.prepare(batch, ctx)
+        terms = method.loss_terms(student, prepared, ctx)
+    assert prepared["pairs"]["input_ids"].shape[0] == 6  # [y_t; y_s], no ground-truth block
+    assert prepared["counts"]["tokens"] == 6  # y_t's tokens, 2 per prompt
+    with torch.no_grad():
+        rows = [
+            (student(torch.tensor([p + r])).logits[0, len(p) - 1 : -1], torch.tensor(r))
+            for p, r in zip(batch["prompts"], batch["teacher_responses"], strict=True)
+        ]
+    expected = sum(float(F.cross_entropy(x, y, reduction="sum")) for x, y in rows)
+    assert float(terms["ce"]) == pytest.approx(expected, rel=1e-4)
+    assert method.workload().student_train == 2.0
+
+
+def test_gkd_seq_kd_samples_the_teacher_fresh_at_the_gkd_temperature(
+    tokenizer, make_model, monkeypatch
+):
+    import dpkd_bench.methods.gkd as gkd_module
+
+    student, teacher = make_model(seed=5), make_model(seed=6).eval()
+    seen = []
+    sample = gkd_module.sample_student
+
+    def spy(prompts, ctx, settings=None, mix_alpha=0.0):
+        seen.append((ctx.student is teacher, settings.temperature))
+        return sample(prompts, ctx, settings, mix_alpha)
+
+    monkeypatch.setattr(gkd_module, "sample_student", spy)
+    method = get_method("gkd", lmbda=0.0, seq_kd=True)
+    assert not method.uses_teacher_samples  # no cached samples: TRL draws them per batch
+    batch = {k: [d[k] for d in items(tokenizer, 2)] for k in ("prompts", "responses")}
+    with torch.no_grad():
+        method.prepare(batch, context(tokenizer, student, teacher))
+    assert seen == [(True, 0.9)]

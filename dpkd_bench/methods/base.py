@@ -87,6 +87,7 @@ class TrainContext:
     total_steps: int = 0  # optimiser steps of the whole unit, for step-dependent schedules
     grad_accum: int = 1  # micro-batches per optimiser step
     steps_per_epoch: int = 0  # optimiser steps per pass over the training items (0: unknown)
+    processes: int = 1  # processes training together, each drawing its share of every batch
 
 
 class Method:
@@ -173,6 +174,12 @@ class Method:
     def start(self, ctx: TrainContext) -> None:
         """Called by the training loop before a unit's first step (and before a checkpoint is
         restored): reset whatever state the method carries from one unit to the next."""
+
+    def end_step(self, step: int, logged: dict[str, torch.Tensor]) -> None:
+        """Called after optimiser step ``step`` (1-based) with the step's logged term values:
+        each term's mean over the whole accumulated batch of every process, so that every
+        process (and every ``grad_accum``) sees the same values. A schedule that follows
+        training (TAID's interpolation, DistiLLM-2's loss weights) advances here."""
 
     def state_dict(self) -> dict[str, Any]:
         """State the method carries across optimiser steps (a replay buffer, a schedule), for

@@ -13,7 +13,9 @@ CE (LM) term on the ground-truth responses, so reward-vs-KL ablations are one ov
 
     loss = pref_weight * preference + rkl_weight * reverse_kl + ce_weight * CE
 
-Defaults: beta = 0.1, 0.5 * CE + 0.5 * preference, no extra KL term.
+Defaults: beta = 0.1, 0.5 * CE + 0.5 * preference, no extra KL term. The CE term is on the
+ground truth by default; ``ce_data: teacher_samples`` puts it on the teacher's outputs y_t, as the
+official code's LM term on its teacher pseudo-data (dpkd/finetune.py in microsoft/LMOps).
 """
 
 from __future__ import annotations
@@ -49,11 +51,17 @@ class DPKDConfig(MethodConfig):
     ce_weight: float = 0.5
     length_normalize: bool = True
     reference_free: bool = False
+    ce_data: str = "ground_truth"  # or "teacher_samples": the CE term on y_t (official code)
     pt_kd_ratio: float = 0.5  # pre-training term as the official code's --LMPT: half LM, half KD
 
     def __post_init__(self):
         super().__post_init__()
         require(self.beta > 0, "beta", "must be > 0")
+        require(
+            self.ce_data in ("ground_truth", "teacher_samples"),
+            "ce_data",
+            f"must be 'ground_truth' or 'teacher_samples' (got {self.ce_data!r})",
+        )
         for key in ("pref_weight", "rkl_weight", "ce_weight"):
             require(getattr(self, key) >= 0, key, "must be >= 0")
         require(
@@ -82,20 +90,24 @@ class DPKD(Method):
     }
 
     def workload(self) -> Workload:
-        # the student trains on its sample, the teacher sample and the ground truth; the teacher
-        # scores both preference responses; one student sample per prompt
-        return Workload(student_train=3.0, teacher_forward=2.0, samples=1.0)
+        # the student trains on its sample, the teacher sample and the ground truth (unless the
+        # CE term is on the teacher sample); the teacher scores both preference responses; one
+        # student sample per prompt
+        rows = 3.0 if self.config.ce_data == "ground_truth" else 2.0
+        return Workload(student_train=rows, teacher_forward=2.0, samples=1.0)
 
     deviation = (
         "sequence-level loss of the paper; the official code's token-level argmax loss is "
-        "`dpkd_token`"
+        "`dpkd_token`; the CE term is on the ground truth by default, the official code's on "
+        "its teacher pseudo-data (ce_data=teacher_samples)"
     )
 
     def data_sources(self) -> list[str]:
+        ce = "ground-truth responses" if self.config.ce_data == "ground_truth" else "y_t"
         return [
             "cached teacher samples y_t (preferred)",
             "on-policy student samples y_s of the same prompts (dispreferred)",
-            "ground-truth responses (the CE term)",
+            f"{ce} (the CE term)",
         ]
 
     def weights(self):
@@ -103,32 +115,34 @@ class DPKD(Method):
         return {"pref": c.pref_weight, "rkl": c.rkl_weight, "ce": c.ce_weight}
 
     def prepare(self, batch, ctx):
-        """Rows [ground truth; teacher sample y_t; student sample y_s] of one padded batch."""
+        """Rows [ground truth; teacher sample y_t; student sample y_s] of one padded batch, the
+        ground-truth block only when the CE term is on it (``ce_data``)."""
         prompts = batch["prompts"]
         student_samples = sample_student(prompts, ctx)
-        responses = [*batch["responses"], *batch["teacher_responses"], *student_samples]
-        pairs = collate_pairs(prompts * 3, responses, ctx.tokenizer.pad_token_id)
+        truth = list(batch["responses"]) if self.config.ce_data == "ground_truth" else []
+        responses = [*truth, *batch["teacher_responses"], *student_samples]
+        g, n = len(truth), len(prompts)
+        pairs = collate_pairs(prompts * (2 + bool(g)), responses, ctx.tokenizer.pad_token_id)
         pairs = to_device(pairs, ctx.device)
-        n = len(prompts)
         counts = {
-            "tokens": response_token_count(pairs["labels"][:n]),
+            "tokens": response_token_count(pairs["labels"][: g or n]),  # the CE term's block
             "sequences": n,
-            "sample_tokens": response_token_count(pairs["labels"][2 * n :]),
+            "sample_tokens": response_token_count(pairs["labels"][g + n :]),
         }
-        return {"pairs": pairs, "n": n, "counts": counts}
+        return {"pairs": pairs, "n": n, "g": g, "counts": counts}
 
     def loss_terms(self, student, prepared, ctx):
-        c, n, pairs = self.config, prepared["n"], prepared["pairs"]
+        c, n, g, pairs = self.config, prepared["n"], prepared["g"], prepared["pairs"]
         labels, mask = shifted_labels(pairs)
-        # response rows only, in row order: [ground truth; y_t; y_s] for the student, [y_t; y_s]
-        # for the teacher; the blocks' row counts split them
+        # response rows only, in row order: [ground truth (g rows, maybe none); y_t; y_s] for the
+        # student, [y_t; y_s] for the teacher; the blocks' row counts split them
         s_rows = response_logits(student, pairs, mask)  # [N, V]
-        t_rows = teacher_response_logits(ctx, _rows(pairs, slice(n, None)), mask[n:])
-        s_logp = row_logprobs(s_rows, labels, mask)  # [3n, T]
-        t_logp = row_logprobs(t_rows, labels[n:], mask[n:])  # [2n, T]
-        s_seq, t_seq = s_logp[n:].sum(-1), t_logp.sum(-1)  # [2n]: 0 off the responses
-        lengths = mask[n:].sum(-1)
-        first, chosen = int(mask[:n].sum()), int(mask[n : 2 * n].sum())
+        t_rows = teacher_response_logits(ctx, _rows(pairs, slice(g, None)), mask[g:])
+        s_logp = row_logprobs(s_rows, labels, mask)  # [g + 2n, T]
+        t_logp = row_logprobs(t_rows, labels[g:], mask[g:])  # [2n, T]
+        s_seq, t_seq = s_logp[g:].sum(-1), t_logp.sum(-1)  # [2n]: 0 off the responses
+        lengths = mask[g:].sum(-1)
+        first, chosen = int(mask[:g].sum()), int(mask[g : g + n].sum())
         margin = losses.dpkd_implicit_reward_margin(
             *(s_seq[:n], t_seq[:n], s_seq[n:], t_seq[n:], lengths[:n], lengths[n:]),
             beta=c.beta,
@@ -138,10 +152,11 @@ class DPKD(Method):
         pref = -F.logsigmoid(margin)  # the paper's Eq. 8/9, per example
         margin = margin.detach()
         rkl = losses.token_reverse_kl(s_rows[None, first + chosen :], t_rows[None, chosen:])[0]
+        ce_rows = slice(0, g or n)  # the ground truth, or y_t
         return {
             "pref": pref.sum(),
-            "rkl": scatter_sum(rkl, mask[2 * n :]),
-            "ce": losses.masked_sum(-s_logp[:n], mask[:n]),
+            "rkl": scatter_sum(rkl, mask[g + n :]),
+            "ce": losses.masked_sum(-s_logp[ce_rows], mask[ce_rows]),
             "reward_acc": (margin > 0).float().sum(),
             "reward_margin": margin.sum(),
         }

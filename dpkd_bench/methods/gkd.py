@@ -2,7 +2,8 @@
 
 With probability ``lmbda`` a batch's responses are replaced by on-policy student samples for
 its prompts, drawn at ``temperature`` (0.9) with top-k 0 and top-p 1 (else the ground truth is
-used, or teacher samples with ``seq_kd``). The loss is the generalised JSD with ``beta`` between
+used, or, with ``seq_kd``, teacher samples drawn fresh for the batch at that same temperature,
+as TRL's GKDTrainer generates them). The loss is the generalised JSD with ``beta`` between
 teacher and student (temperature 1), over the response tokens only, up to the first EOS;
 no CE term.
 """
@@ -25,7 +26,7 @@ class GKDConfig(MethodConfig):
     beta: float = 0.5
     lmbda: float = 0.5  # fraction of on-policy (student-generated) batches
     temperature: float = 0.9  # of the on-policy sampling
-    seq_kd: bool = False  # off-policy batches use teacher samples instead of ground truth
+    seq_kd: bool = False  # off-policy batches use fresh teacher samples instead of ground truth
     teacher_cache_k: int = 0  # > 0: off-policy batches read the cached teacher top-k
 
     def __post_init__(self):
@@ -43,20 +44,21 @@ class GKD(TokenLevelMethod):
     Config = GKDConfig
     disables_dropout = True  # TRL's GKDConfig.disable_dropout defaults to True (student only)
     units = {"distill": "tokens", "ce": "tokens", "on_policy": "batches"}
-    teacher_forced = {"lmbda": 0.0}  # no on-policy batches
+    teacher_forced = {"lmbda": 0.0, "seq_kd": False}  # no sampled batches
 
     def workload(self) -> Workload:
         lmbda = self.config.lmbda
         teacher = lmbda if self.uses_teacher_cache else 1.0  # cached: on-policy batches only
-        return Workload(teacher_forward=teacher, samples=lmbda)
-
-    @property
-    def needs_teacher_samples(self) -> bool:  # type: ignore[override]
-        return self.config.seq_kd
+        note = (
+            f"the teacher samples {1 - lmbda:g} of the batches (seq_kd)"
+            if self.config.seq_kd
+            else ""
+        )
+        return Workload(teacher_forward=teacher, samples=lmbda, note=note)
 
     def data_sources(self) -> list[str]:
         c = self.config
-        off = "cached teacher samples" if c.seq_kd else "ground-truth responses"
+        off = "fresh teacher samples (same temperature)" if c.seq_kd else "ground-truth responses"
         return [
             f"on-policy student samples (temperature {c.temperature}) in a fraction "
             f"lmbda = {c.lmbda} of the batches, {off} in the others"
@@ -67,13 +69,12 @@ class GKD(TokenLevelMethod):
 
     def prepare(self, batch, ctx):
         on_policy = float(torch.rand(1, generator=ctx.generator)) < self.config.lmbda
+        settings = replace(ctx.sampling, temperature=self.config.temperature, top_k=0, top_p=1.0)
         if on_policy:
-            settings = replace(
-                ctx.sampling, temperature=self.config.temperature, top_k=0, top_p=1.0
-            )
             batch = {**batch, "responses": sample_student(batch["prompts"], ctx, settings)}
         elif self.config.seq_kd:
-            batch = {**batch, "responses": batch["teacher_responses"]}
+            teacher_ctx = replace(ctx, student=ctx.teacher)  # the teacher samples, as TRL's
+            batch = {**batch, "responses": sample_student(batch["prompts"], teacher_ctx, settings)}
         prepared = prepare_ground_truth(batch, ctx)
         prepared["counts"]["batches"] = 1
         prepared["on_policy"] = on_policy

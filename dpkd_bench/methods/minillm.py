@@ -3,7 +3,9 @@
 As the official trainer (microsoft/LMOps, minillm/: trainer.py, sampler.py, losses.py,
 reward.py) does it:
 
-* a **rollout store** of ``rollout_size`` (256) responses is sampled with the current student,
+* a **rollout store** of ``rollout_size`` (256) responses over all processes (the official
+  ``--num-rollouts``, divided by the number of GPUs in minillm/arguments.py; here each process
+  keeps ``rollout_size // processes``) is sampled with the current student,
   one micro-batch of prompts at a time, from the teacher-mixed distribution
   ``p_mix = alpha * p + (1 - alpha) * q`` in probability space (alpha = 0.2); the store then
   serves ``ppo_epochs`` (4) passes, each in a fresh shuffled order, in micro-batches of the
@@ -134,7 +136,9 @@ class MiniLLM(Method):
         "float32 (the official runs use fp16 DeepSpeed); the store is sampled in chunks of the "
         "micro-batch size (official --chunk-size); the pre-training term's KD part is "
         "KL(p || q), the official soft cross-entropy minus the teacher's entropy (the same "
-        "gradient); a response cut at max_new_tokens without EOS is scored as it is"
+        "gradient); a response cut at max_new_tokens without EOS is scored as it is; the "
+        "advantages are whitened over each optimiser step's batch, not each micro-batch: that "
+        "keeps the update independent of grad_accum"
     )
 
     def __init__(self, config=None):
@@ -145,7 +149,8 @@ class MiniLLM(Method):
         c = self.config
         return [
             f"teacher-mixed student samples (alpha {c.mix_alpha}) of the training prompts, a "
-            f"store of {c.rollout_size} rollouts reused for {c.ppo_epochs} shuffled passes"
+            f"store of {c.rollout_size} rollouts (over all processes) reused for {c.ppo_epochs} "
+            "shuffled passes"
         ]
 
     def start(self, ctx) -> None:
@@ -190,11 +195,12 @@ class MiniLLM(Method):
         """Sample a new store with the current student and schedule its shuffled passes."""
         store = []
         size = None
-        while size is None or len(store) < max(self.config.rollout_size, size):
+        wanted = max(self.config.rollout_size // max(ctx.processes, 1), 1)  # this process's share
+        while size is None or len(store) < max(wanted, size):
             batch = draw()
             size = size or len(batch["prompts"])
             store.extend(self._rollouts(batch["prompts"], ctx))
-        keep = max(self.config.rollout_size // size, 1) * size
+        keep = max(wanted // size, 1) * size
         self._store = store[:keep]
         self._schedule = []
         for _ in range(self.config.ppo_epochs):

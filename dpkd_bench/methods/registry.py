@@ -29,17 +29,22 @@ import yaml
 from dpkd_bench.config import build, did_you_mean
 from dpkd_bench.errors import UserError
 from dpkd_bench.methods import REFERENCE_METHOD
+from dpkd_bench.methods.abkd import ABKD
+from dpkd_bench.methods.akl import AKL
 from dpkd_bench.methods.base import Method, check_corpus
+from dpkd_bench.methods.distillm2 import DistiLLM2
 from dpkd_bench.methods.dpkd import DPKD
 from dpkd_bench.methods.dpkd_token import DPKDToken
 from dpkd_bench.methods.gkd import GKD
 from dpkd_bench.methods.kd import KD
 from dpkd_bench.methods.minillm import MiniLLM
+from dpkd_bench.methods.opd import OPD
 from dpkd_bench.methods.rkl import RKL
 from dpkd_bench.methods.seqkd import SeqKD
 from dpkd_bench.methods.sft import SFT
 from dpkd_bench.methods.skew_fkl import SkewFKL
 from dpkd_bench.methods.skew_rkl import SkewRKL
+from dpkd_bench.methods.taid import TAID
 from dpkd_bench.methods.tvd import TVD
 from dpkd_bench.results import file_sha256
 from dpkd_bench.variants import parse_variant, split_train, variant_name
@@ -66,6 +71,11 @@ BUILTIN: tuple[type[Method], ...] = (
     TVD,
     DPKD,
     DPKDToken,
+    OPD,
+    DistiLLM2,
+    ABKD,
+    AKL,
+    TAID,
 )
 METHODS: dict[str, type[Method]] = _register(list(BUILTIN))
 # The methods the teacher-logit cache can serve, with the settings that keep every one of
