@@ -359,6 +359,8 @@ OFFICIAL_GPT2_120M = {
     "minillm": (5e-6, "constant", 100 / 5000, 256, ("steps", 5000), None, 1e-6),  # train_base_xl
     "dpkd_token": (5e-4, "cosine", 0.0, 8, ("epochs", 30), "MiniLLM/SFT-gpt2-120M", 0.01),
     "dpkd": (5e-4, "cosine", 0.0, 8, ("epochs", 30), "MiniLLM/SFT-gpt2-120M", 0.01),
+    # ghwang-s/abkd@df813185 distillation_llm/scripts/gpt2/ab/train_0.1B_1.5B.sh
+    "abkd": (5e-4, "cosine", 0.0, 32, ("epochs", 20), None, 0.01),
 }
 
 
@@ -388,3 +390,28 @@ def test_every_paper_recipe_gives_each_method_its_own_cited_settings(path):
     for method in recipe.methods:
         assert recipe.method_train_keys(method) >= {"lr", "schedule"}, method
     assert "Deviations that remain" in text and "4f2a9deb" in text
+
+
+def test_the_protocol_line_names_the_methods_a_tuned_recipe_did_not_tune():
+    from types import SimpleNamespace
+
+    from dpkd_bench.recipe import load_recipe as load
+    from dpkd_bench.report.protocol import protocol_line
+
+    recipe = load("synthetic").to_dict()  # its tuned record covers the eleven tuned methods
+    units = [
+        ("teacher", 1),
+        ("student_init", 1),
+        ("kd", 1),
+        ("taid", 1),
+        ("opd[temperature=0.7]", 1),
+    ]
+    view = SimpleNamespace(manifest={"recipe": recipe}, methods=[m for m, _ in units])
+    line = protocol_line(view)
+    assert line.startswith("Protocol: tuned: 6 trials per method")
+    assert line.endswith(
+        "gives them: taid, opd[temperature=0.7]. Evaluation: greedy decoding (one decode per "
+        "prompt)."
+    )
+    view.methods = ["teacher", "kd", "dpkd[beta=0.05]"]
+    assert "not in that tuning" not in protocol_line(view)

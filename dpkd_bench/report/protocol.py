@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dpkd_bench.report.view import RunView
-from dpkd_bench.results import unit_training
+from dpkd_bench.results import REFERENCE_ROWS, unit_training
 from dpkd_bench.variants import parse_variant, split_train
 
 # The training settings the settings table shows, with their column titles.
@@ -95,6 +95,16 @@ def protocol_line(view: RunView) -> str:
         record = TunedRecord(**tuned)
         when = f", tuning finished {record.finished}" if record.finished else ""
         how = f"Protocol: {record.describe()}{when}"
+        untuned = [
+            m
+            for m in view.methods
+            if m not in REFERENCE_ROWS and parse_variant(m)[0] not in record.space
+        ]
+        if untuned:
+            how += (
+                f"; not in that tuning, so trained with the settings the recipe gives them: "
+                f"{', '.join(untuned)}"
+            )
     else:
         how = (
             "Protocol: untuned: every method trains with the settings the recipe gives it "
