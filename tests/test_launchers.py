@@ -25,7 +25,9 @@ from dpkd_bench.manifest import check_same_recipe, plain_recipe
 from dpkd_bench.recipe import load_recipe, slurm_minutes
 from dpkd_bench.results import RunDir
 
-# Two methods x two seeds, one thread per unit on every launcher (threads change the floats).
+# Two methods x two seeds, one thread per unit on every launcher (threads change the floats);
+# one generation seed and no fidelity figures (QUICK_EVAL, last among the overrides): what is
+# compared is where the units ran, not what the evaluation adds.
 GRID = [
     "--recipe",
     "synthetic-quick",
@@ -35,6 +37,7 @@ GRID = [
     "1,2",
 ]
 ONE_THREAD = "launcher.cpus_per_unit=1"
+QUICK_EVAL = ["eval.gen_seeds=[10]", "eval.fidelity=false"]
 UNITS = ["sft/seed-1", "sft/seed-2", "kd/seed-1", "kd/seed-2"]
 
 
@@ -52,7 +55,7 @@ def run_cli(env: dict, *args: str, timeout: int = 300) -> subprocess.CompletedPr
 @pytest.fixture(scope="module")
 def local_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("launchers") / "local"
-    done = run_cli(cli_env(tmp_path_factory), *GRID, "--out", str(out), ONE_THREAD)
+    done = run_cli(cli_env(tmp_path_factory), *GRID, "--out", str(out), ONE_THREAD, *QUICK_EVAL)
     assert done.returncode == 0, done.stderr[-3000:]
     return out
 
@@ -83,7 +86,7 @@ def test_ray_and_slurm_give_the_local_leaderboard(
     launcher, settings, local_run, tmp_path, tmp_path_factory
 ):
     out = tmp_path / launcher
-    args = [*GRID, "--out", str(out), "--launcher", launcher, ONE_THREAD, *settings]
+    args = [*GRID, "--out", str(out), "--launcher", launcher, ONE_THREAD, *settings, *QUICK_EVAL]
     done = run_cli(cli_env(tmp_path_factory), *args)
     assert done.returncode == 0, done.stderr[-3000:]
     ours, theirs = (pd.read_csv(run / "leaderboard.csv") for run in (out, local_run))
