@@ -6,6 +6,7 @@ gradient-accumulation invariance of every method is in ``test_grad_accum.py``.
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -131,3 +132,26 @@ def test_new_methods_say_what_they_train_on_and_how_they_differ(name):
     info = get_method(name).describe()
     assert info["data"] and info["deviation"]
     assert "arXiv" in info["paper"] or "tinker" in info["paper"]
+
+
+def test_taid_logs_the_t_each_step_trained_with(tokenizer, make_model, tmp_path):
+    """The train log's ``t`` is the interpolation of the step (a mean over its micro-batches),
+    then the one the adaptive update moved it to."""
+    method = get_method("taid", alpha=0.3)
+    student, teacher = make_model(seed=2), make_model(seed=1).eval()
+    cfg = TrainConfig(steps=3, batch_size=4, grad_accum=2, lr=1e-2, log_every=1)
+    ctx = context(tokenizer, student, teacher)
+    log = tmp_path / "log.jsonl"
+    stream = BatchStream(items(tokenizer), 4, seed=3)
+    seen = []
+    end_step = method.end_step
+
+    def spy(step, logged):
+        seen.append(method.schedule["t"])
+        end_step(step, logged)
+
+    method.end_step = spy
+    train(method, student, cfg, stream, ctx, Accelerator(cpu=True), log, "t")
+    logged = [json.loads(line)["t"] for line in log.read_text().splitlines()]
+    assert logged == pytest.approx(seen) and logged[0] == pytest.approx(0.4)
+    assert logged[2] > logged[1]  # moved by the update after step 2

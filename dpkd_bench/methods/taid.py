@@ -88,6 +88,11 @@ class TAID(TokenLevelMethod):
             student_logits, teacher_logits, t
         )
 
+    def prepare(self, batch, ctx):
+        prepared = super().prepare(batch, ctx)
+        prepared["counts"]["batches"] = 1  # the logged t is a mean over micro-batches
+        return prepared
+
     def loss_terms(self, student, prepared, ctx):
         terms = super().loss_terms(student, prepared, ctx)
         terms["t"] = torch.tensor(float(self.schedule["t"]))
