@@ -415,3 +415,27 @@ def test_the_protocol_line_names_the_methods_a_tuned_recipe_did_not_tune():
     )
     view.methods = ["teacher", "kd", "dpkd[beta=0.05]"]
     assert "not in that tuning" not in protocol_line(view)
+
+
+def test_a_budget_one_seed_cannot_reach_leaves_the_mean_undefined():
+    """A mean over the seeds that reached a budget alone would compare other starting points:
+    the cell is empty (NaN) unless every seed has a point within it."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from dpkd_bench.report.curves import CURVE_COLUMNS, budget_table
+
+    def point(method, seed, step, score, wall):
+        values = [method, seed, step, score, 0, step * 1e9, wall, "best_dev", "rougeL"]
+        return dict(zip(CURVE_COLUMNS, values, strict=True))
+
+    rows = [point("sft", s, k, 70 + k, 10.0 * k) for s in (1, 2) for k in (0, 1, 2)]
+    # method m: seed 1's first point is cheap, seed 2's costs more than half of sft's run
+    rows += [point("m", 1, 0, 90, 0.0), point("m", 1, 1, 95, 5.0), point("m", 1, 2, 96, 15.0)]
+    rows += [point("m", 2, 0, 60, 0.0), point("m", 2, 1, 61, 15.0), point("m", 2, 2, 62, 20.0)]
+    curves = pd.DataFrame(rows)
+    view = SimpleNamespace(manifest={"recipe": {"train": {"select": "best_dev"}}, "units": {}})
+    table = budget_table(view, curves).set_index("method")
+    assert math.isnan(table.loc["m", "wall time half"])  # seed 2 has nothing within 10 s
+    assert table.loc["m", "wall time full"] == pytest.approx((96 + 62) / 2)

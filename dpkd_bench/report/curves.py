@@ -128,7 +128,10 @@ def budget_table(view: RunView, curves: pd.DataFrame) -> pd.DataFrame:
                     for _, points in group.groupby("seed")
                 ]
                 ended = group.groupby("seed")[column].max().max() < budget
-                record[f"{label} {share_name}"] = pd.Series(scores).mean()
+                # a seed without a point within the budget leaves the mean undefined (a mean
+                # over the other seeds alone would compare other starting points)
+                missing = any(math.isnan(score) for score in scores)
+                record[f"{label} {share_name}"] = math.nan if missing else pd.Series(scores).mean()
                 record[f"{label} {share_name} ended"] = bool(ended)
         records.append(record)
     return pd.DataFrame(records)
@@ -185,7 +188,8 @@ BUDGET_LEGEND = (
     "Dev score each method's unit would keep when stopped at a matched budget: "
     f"{REFERENCE_METHOD}'s whole run and half of it, in estimated student training FLOPs and "
     f"in training wall time (mean over seeds; {ENDED}: the method's whole run costs less, so "
-    "it keeps its final choice; —: its first evaluated step already costs more)."
+    "it keeps its final choice; —: the first evaluated step of one of its seeds already costs "
+    "more)."
 )
 
 
