@@ -105,7 +105,11 @@ def tuning_section(args) -> list[Target]:
     else:
         found.append(Target("tuning_ray_over_local", "n/a", "reported", "SKIP"))
     chosen = table[table["chosen"].astype(str) == "True"]
-    print("chosen: " + "; ".join(f"{r.method} lr {r.lr:g} {r.settings or ''}".strip()
+
+    def own(settings) -> str:  # the trials table leaves it empty (NaN) for the lr alone
+        return settings if isinstance(settings, str) else ""
+
+    print("chosen: " + "; ".join(f"{r.method} lr {r.lr:g} {own(r.settings)}".strip()
                                  for r in chosen.itertuples()))  # fmt: skip
     return found
 
