@@ -31,8 +31,10 @@ class AKL(TokenLevelMethod):
     Config = AKLConfig
     search_space = {"kd_ratio": (0.5, 1.0), "mu": (0.3, 0.5, 0.7)}  # official: 0.5, 0.5
     deviation = (
-        "where teacher and student agree exactly (both gaps 0) the weights are 1/2 each instead "
-        "of the official 0/0 (NaN); both KLs are 0 there"
+        "the official AKL.py is a loss alone, with no CE term: the mix (1 - kd_ratio) CE + "
+        "kd_ratio AKL at 0.5 is MiniLLM's KD, where its README puts it (assumed, not an official "
+        "AKL setting); where teacher and student agree exactly (both gaps 0) the weights are 1/2 "
+        "each instead of the official 0/0 (NaN); both KLs are 0 there"
     )
 
     def divergence(self, student_logits, teacher_logits):

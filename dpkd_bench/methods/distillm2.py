@@ -77,7 +77,9 @@ class DistiLLM2(Method):
         "teacher responses are the run's cached teacher samples (recipe sampling), not vLLM's "
         "at temperature 0.8 and top-p 0.95; the student responses are drawn lazily, each prompt "
         "the first time it is drawn, by a copy of the starting weights; the released code's "
-        "per-sequence adaptive alpha is off there (update_alpha=False) and is not implemented"
+        "per-sequence adaptive alpha is off there (update_alpha=False) and is not implemented; "
+        "with several processes each keeps the responses it drew, so a prompt that reaches "
+        "another process in a later epoch is drawn again there"
     )
 
     def __init__(self, config=None):
@@ -94,7 +96,8 @@ class DistiLLM2(Method):
         return Workload(
             student_train=2.0,
             teacher_forward=2.0,
-            note="one student sample per training prompt, by the starting weights",
+            note="one student sample per training prompt, by a copy of the starting weights "
+            "(held in memory for the unit)",
         )
 
     def data_sources(self) -> list[str]:

@@ -1,5 +1,6 @@
-"""On-policy distillation (the recipe Qwen3 distils its small models with; Thinking Machines'
-tinker-cookbook, tinker_cookbook/distillation/train_on_policy.py).
+"""On-policy distillation with a sampled-token reverse-KL advantage (Thinking Machines'
+tinker-cookbook, tinker_cookbook/distillation/train_on_policy.py, after the on-policy
+distillation of Qwen3's small models).
 
 The student samples one response per prompt at temperature 1. Each sampled token y_t gets the
 advantage A_t = -kl_coef * (log q_old(y_t) - log p(y_t)), the per-token reverse KL of the
@@ -45,23 +46,27 @@ class OPD(Method):
     name = "opd"
     paper = (
         "on-policy distillation, a sampled-token reverse-KL advantage: Thinking Machines' "
-        "tinker-cookbook (2025), as Qwen3 distils its small models (arXiv 2505.09388)"
+        "tinker-cookbook (2025), after Qwen3's on-policy distillation (arXiv 2505.09388)"
     )
     Config = OPDConfig
     units = {"policy": "tokens", "sampled_rkl": "tokens"}
     disables_dropout = True  # the sampled policy and the trained one are the same network
-    search_space = {"temperature": (0.7, 1.0)}  # tinker-cookbook: 1.0
+    # the learning rate alone: kl_coef only scales the loss, and a temperature other than 1
+    # samples off the policy being trained
+    search_space: dict = {}
     deviation = (
         "one sample per prompt (tinker-cookbook's recipe draws 4, with no baseline between "
         "them); the loss is averaged over the sampled tokens of the accumulated batch (Tinker "
-        "sums it: a constant factor the learning rate absorbs); dropout off"
+        "sums it: a factor of the step's token count); dropout off; q_old is the student's "
+        "untempered log-probability, so a temperature other than 1 (an ablation, not the "
+        "recipe) trains on samples of another distribution without correcting for it"
     )
 
     def weights(self):
         return {"policy": 1.0}
 
     def workload(self) -> Workload:
-        return Workload(student_forward=1.0, samples=1.0)
+        return Workload(samples=1.0)
 
     def data_sources(self) -> list[str]:
         return [f"on-policy student samples (temperature {self.config.temperature})"]
@@ -72,10 +77,6 @@ class OPD(Method):
         prepared = prepare_ground_truth({**batch, "responses": samples}, ctx)
         pairs = prepared["pairs"]
         labels, mask = shifted_labels(pairs)
-        was_training = ctx.student.training
-        ctx.student.eval()  # the sampler's log-probabilities, as the samples were drawn
-        prepared["sampler"] = row_logprobs(response_logits(ctx.student, pairs, mask), labels, mask)
-        ctx.student.train(was_training)
         teacher = teacher_response_logits(ctx, pairs, mask)
         prepared["teacher"] = row_logprobs(teacher, labels, mask)
         return prepared
@@ -84,10 +85,11 @@ class OPD(Method):
         pairs = prepared["pairs"]
         labels, mask = shifted_labels(pairs)
         current = row_logprobs(response_logits(student, pairs, mask), labels, mask)
-        policy = losses.token_opd(
-            current, prepared["sampler"], prepared["teacher"], self.config.kl_coef
-        )
-        sampled_rkl = prepared["sampler"] - prepared["teacher"]
+        # these weights drew the samples (every micro-batch of a step is prepared before its
+        # update, dropout off): q_old is the current log-probability, detached; ratio 1
+        sampler = current.detach()
+        policy = losses.token_opd(current, sampler, prepared["teacher"], self.config.kl_coef)
+        sampled_rkl = sampler - prepared["teacher"]
         return {
             "policy": losses.masked_sum(policy, mask),
             "sampled_rkl": losses.masked_sum(sampled_rkl, mask),

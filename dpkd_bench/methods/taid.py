@@ -53,7 +53,8 @@ def next_t(cfg: TAIDConfig, state: dict, loss: float, progress: float) -> dict:
     change = (state["prev_loss"] - loss) / (state["prev_loss"] + 1e-15)
     momentum = cfg.beta * state["momentum"] + (1 - cfg.beta) * change
     t = state["t"]
-    step = cfg.alpha / (1 + math.exp(-momentum)) * (1 - t)
+    sigmoid = 0.5 * (1 + math.tanh(momentum / 2))  # stable for any momentum
+    step = cfg.alpha * sigmoid * (1 - t)
     return {"t": min(cfg.t_end, max(linear, t + step)), "momentum": momentum, "prev_loss": loss}
 
 
