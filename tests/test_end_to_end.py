@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from unittest import mock
 
 import pandas as pd
 import pytest
@@ -25,7 +27,10 @@ EVAL_SETS = ["synthetic-id", "synthetic-long", "synthetic-para"]
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("quick") / "run"
-    assert main(["run", "--recipe", "synthetic-quick", "--out", str(out)]) == 0
+    # the session's cache (a module fixture runs before the autouse one sets it)
+    cache = {"DPKD_BENCH_CACHE": str(tmp_path_factory.getbasetemp() / "dpkd-cache")}
+    with mock.patch.dict(os.environ, cache):
+        assert main(["run", "--recipe", "synthetic-quick", "--out", str(out)]) == 0
     return out
 
 
@@ -154,3 +159,43 @@ def test_teacher_logit_cache_is_built_once_and_used(tmp_path, isolated_cache):
     assert "teacher_cache" in manifest["stage_times"]
     assert {u["state"] for u in manifest["units"].values()} == {"done"}
     assert len(list(isolated_cache.glob("teacher-topk-*"))) == 1  # one cache, largest k
+
+
+def test_sampled_eval_rescores_each_saved_model_as_the_run_did(quick_run, tmp_path):
+    """benchmarks/sampled_eval.py with the run's own decoding (synthetic-quick samples over
+    seeds 10 and 20) finds every saved model (teacher, student_init, each student) and gives
+    back the run's own scores; with other seeds, other scores and a leaderboard of its own."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    import torch
+
+    benchmarks = Path(__file__).resolve().parent.parent / "benchmarks"
+    threads = torch.get_num_threads()
+    sys.path.insert(0, str(benchmarks))
+    try:
+        spec = importlib.util.spec_from_file_location(
+            "sampled_eval", benchmarks / "sampled_eval.py"
+        )
+        script = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(script)
+        same, other = tmp_path / "same", tmp_path / "other"
+        assert script.main([str(quick_run), "--out", str(same), "--gen-seeds", "10,20"]) == 0
+        assert script.main([str(quick_run), "--out", str(other), "--gen-seeds", "30"]) == 0
+    finally:
+        sys.path.remove(str(benchmarks))
+        torch.set_num_threads(threads)
+    units = ["teacher", "student_init", *METHODS]
+    for unit in units:
+        metrics = [
+            json.loads((run / "runs" / unit / "seed-1" / "metrics.json").read_text())
+            for run in (quick_run, same, other)
+        ]
+        assert metrics[1]["eval"] == metrics[0]["eval"], unit
+        assert metrics[2]["eval"] != metrics[0]["eval"], unit
+        assert metrics[1].get("train") == metrics[0].get("train"), unit
+    board = pd.read_csv(other / "leaderboard.csv")
+    assert list(board["method"].unique()) == units
+    recipe = json.loads((other / "manifest.json").read_text())["recipe"]
+    assert recipe["eval"]["gen_seeds"] == [30] and recipe["eval"]["decoding"] == "sample"
