@@ -343,3 +343,14 @@ def test_opd_bad_inputs_raise():
     for coef in (0.0, -1.0):
         with pytest.raises(ValueError):
             L.token_opd(current, old, teacher, coef)
+
+
+@pytest.mark.parametrize("interp", [0.0, 0.4, 1.0])
+def test_taid_cross_entropy_is_its_kl_plus_the_target_entropy_in_one_pass(interp, logits):
+    s, t = logits
+    expected = L.token_taid(s, t, interp) + L.token_taid_entropy(s, t, interp)
+    close(L.token_taid_cross_entropy(s, t, interp), expected)
+    close(
+        grad_of(L.token_taid_cross_entropy, s, t, interp),
+        grad_of(L.token_taid, s, t, interp),
+    )

@@ -41,6 +41,7 @@ from dpkd_bench.losses.recent import (
     token_distillm2_skew_reverse_kl,
     token_opd,
     token_taid,
+    token_taid_cross_entropy,
     token_taid_entropy,
 )
 from dpkd_bench.losses.token import (
@@ -86,6 +87,7 @@ __all__ = [
     "token_skew_forward_kl",
     "token_skew_reverse_kl",
     "token_taid",
+    "token_taid_cross_entropy",
     "token_taid_entropy",
     "token_total_variation",
     "total_variation",

@@ -103,6 +103,17 @@ def token_taid(
     return _kl(_taid_target(student_logits, teacher_logits, t), log_q)
 
 
+def token_taid_cross_entropy(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, t: float
+) -> torch.Tensor:
+    """TAID's loss as the official code computes it: H(p_t, q) = -sum_v p_t log q, which is
+    :func:`token_taid` plus :func:`token_taid_entropy` (the gradient of the KL alone), with the
+    target's and the student's log-softmax taken once. [B, T, V], [B, T, V] -> [B, T]"""
+    log_q, _ = _log_probs(student_logits, teacher_logits)
+    target = _taid_target(student_logits, teacher_logits, t).exp()
+    return -(target * log_q.masked_fill(target == 0, 0.0)).sum(-1)
+
+
 def token_taid_entropy(
     student_logits: torch.Tensor, teacher_logits: torch.Tensor, t: float
 ) -> torch.Tensor:

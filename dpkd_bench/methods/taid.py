@@ -84,10 +84,8 @@ class TAID(TokenLevelMethod):
         self.total_steps = max(ctx.total_steps, 1)
 
     def divergence(self, student_logits, teacher_logits):
-        t = self.schedule["t"]
-        return losses.token_taid(student_logits, teacher_logits, t) + losses.token_taid_entropy(
-            student_logits, teacher_logits, t
-        )
+        # the official value H(p_t, q) = KL + H(p_t): the KL's gradient, the schedule's signal
+        return losses.token_taid_cross_entropy(student_logits, teacher_logits, self.schedule["t"])
 
     def prepare(self, batch, ctx):
         prepared = super().prepare(batch, ctx)
