@@ -106,20 +106,24 @@ def token_taid(
 def token_taid_cross_entropy(
     student_logits: torch.Tensor, teacher_logits: torch.Tensor, t: float
 ) -> torch.Tensor:
-    """TAID's loss as the official code computes it: H(p_t, q) = -sum_v p_t log q, which is
-    :func:`token_taid` plus :func:`token_taid_entropy` (the gradient of the KL alone), with the
-    target's and the student's log-softmax taken once. [B, T, V], [B, T, V] -> [B, T]"""
+    """TAID's loss as the official code's value: H(p_t, q) = -sum_v p_t log q, computed as
+    :func:`token_taid` plus :func:`token_taid_entropy` (the KL's gradient) with the target's
+    log-softmax taken once. [B, T, V], [B, T, V] -> [B, T]"""
     log_q, _ = _log_probs(student_logits, teacher_logits)
-    target = _taid_target(student_logits, teacher_logits, t).exp()
-    return -(target * log_q.masked_fill(target == 0, 0.0)).sum(-1)
+    log_target = _taid_target(student_logits, teacher_logits, t)
+    return _kl(log_target, log_q) + _entropy(log_target)
 
 
 def token_taid_entropy(
     student_logits: torch.Tensor, teacher_logits: torch.Tensor, t: float
 ) -> torch.Tensor:
     """H(p_t) of TAID's target (no gradient). [B, T, V], [B, T, V] -> [B, T]"""
-    log_target = _taid_target(student_logits, teacher_logits, t)
-    return -(log_target.exp() * log_target.nan_to_num(neginf=0.0)).sum(-1)
+    return _entropy(_taid_target(student_logits, teacher_logits, t))
+
+
+def _entropy(log_probs: torch.Tensor) -> torch.Tensor:
+    """-sum_v p log p from log-probabilities (0 log 0 = 0). [B, T, V] -> [B, T]"""
+    return -(log_probs.exp() * log_probs.nan_to_num(neginf=0.0)).sum(-1)
 
 
 def token_distillm2_skew_reverse_kl(
