@@ -104,14 +104,19 @@ def cmd_run(args) -> int:
     if args.extend:
         from dpkd_bench.extend import extended_recipe
 
-        if args.recipe or args.out or args.resume:
+        if args.out or args.resume:
             raise UserError(
-                "--extend DIR continues DIR with the run's own recipe; drop --recipe, --out and "
-                "--resume"
+                "--extend DIR continues DIR with the run's own recipe (--recipe: the settings of "
+                "the methods added); drop --out and --resume"
             )
         seeds = parse_seeds(args.seeds) if args.seeds else []
         recipe = extended_recipe(
-            args.extend, method_names(args), seeds, run_overrides(args, grid=False), args.plugin
+            args.extend,
+            method_names(args),
+            seeds,
+            run_overrides(args, grid=False),
+            args.plugin,
+            source=args.recipe,
         )
     else:
         recipe = load_recipe(args.recipe, run_overrides(args), args.plugin)
@@ -283,7 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--extend",
         metavar="DIR",
         help="add --methods and/or --seeds to the finished run in DIR (its recipe, teacher and "
-        "student_init); trains only the new units",
+        "student_init; with --recipe, the added methods' settings from that recipe); trains "
+        "only the new units",
     )
     run.add_argument(
         "--launcher",

@@ -207,11 +207,10 @@ class Manifest:
             resumed["threads_resumed"] = [*resumed.get("threads_resumed", []), change]
         if list(recipe.methods) != resumed.get("methods") or list(recipe.seeds) != resumed.get(
             "seeds"
-        ):  # extended: more methods or seeds
+        ):  # extended: more methods or seeds (and, from --recipe, the settings of those added)
             resumed["extended"] = [*resumed.get("extended", []), now_iso()]
             resumed["methods"], resumed["seeds"] = list(recipe.methods), list(recipe.seeds)
-            resumed["recipe"]["methods"] = list(recipe.methods)
-            resumed["recipe"]["seeds"] = list(recipe.seeds)
+            resumed["recipe"] = plain_recipe(recipe)
         resumed["recipe"]["launcher"] = plain_recipe(recipe)["launcher"]
         resumed["launcher"] = recipe.launcher.name
         resumed["finished"] = None

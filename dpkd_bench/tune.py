@@ -21,6 +21,7 @@ its leaderboard says so.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -80,6 +81,9 @@ class TunedRecord:
     run: str = ""  # the tuning run's directory
     commit: str | None = None
     chosen: dict[str, dict[str, Any]] = field(default_factory=dict)  # method -> its settings
+    # Tuning runs of the same protocol that tuned more methods into this recipe later (a tuned
+    # recipe tuned again for other methods): [{"methods", "run", "commit", "finished", "wall_s"}]
+    later: list[dict[str, Any]] = field(default_factory=list)
 
     def describe(self) -> str:
         """One line for a report: the protocol in words."""
@@ -87,6 +91,25 @@ class TunedRecord:
             f"tuned: {self.trials} trials per method on the {self.split} split "
             f"({self.metric}, greedy; weights kept: {self.select}), learning rates "
             f"{', '.join(f'{lr:g}' for lr in self.lr_grid)} plus each method's own knobs"
+        )
+
+    def same_protocol(self, other: TunedRecord) -> bool:
+        """Whether ``other`` tuned with this record's protocol (its trials could sit beside
+        this record's)."""
+        keys = ("trials", "lr_grid", "metric", "select", "split", "seed", "dev_examples")
+        return all(getattr(self, k) == getattr(other, k) for k in keys)
+
+    def joined(self, later: TunedRecord) -> TunedRecord:
+        """This record with the methods of ``later`` (a tuning run of the same protocol, made
+        after it) added or re-tuned; ``later``'s run is listed in :attr:`later`."""
+        if not self.same_protocol(later):
+            raise ValueError("the tuning runs' protocols differ; they cannot share one record")
+        run = {k: getattr(later, k) for k in ("run", "commit", "finished", "wall_s")}
+        return dataclasses.replace(
+            self,
+            space={**self.space, **later.space},
+            chosen={**self.chosen, **later.chosen},
+            later=[*self.later, *later.later, {"methods": list(later.space), **run}],
         )
 
 

@@ -191,6 +191,31 @@ def test_extend_adds_a_method_without_touching_the_others_and_refuses_a_changed_
     assert code == 2 and "does not exist" in err
 
 
+def test_extend_with_a_recipe_takes_the_added_methods_settings_and_nothing_else(tmp_path, capsys):
+    import yaml
+
+    from dpkd_bench.recipe import load_recipe
+
+    out = tmp_path / "run"
+    assert run(capsys, *QUICK, "--methods", "sft", "--out", str(out))[0] == 0
+    newer = load_recipe("synthetic-quick", NO_DEV).to_dict()  # the same recipe, tuned for tvd
+    newer["method_args"]["tvd"] = {"kd_ratio": 1.0, "train": {"lr": 0.002}}
+    path = tmp_path / "newer.yaml"
+    path.write_text(yaml.safe_dump(newer))
+    code, err = run(capsys, "--extend", str(out), "--recipe", str(path), "--methods", "tvd")
+    assert code == 0, err
+    recipe = RunDir(out).load_manifest()["recipe"]
+    assert recipe["method_args"]["tvd"] == {"kd_ratio": 1.0, "train": {"lr": 0.002}}
+    assert metrics(out, "tvd")["train"]["settings"]["lr"] == 0.002
+
+    newer["method_args"]["sft"] = {"train": {"lr": 0.5}}  # a finished method's settings: refused
+    newer["method_args"]["gkd"] = {"beta": 0.9}
+    path.write_text(yaml.safe_dump(newer))
+    code, err = run(capsys, "--extend", str(out), "--recipe", str(path), "--methods", "gkd")
+    assert code == 2 and err.count("\n") == 1 and "method_args.sft" in err
+    assert not RunDir(out).unit_dir("gkd", 1).exists()
+
+
 def test_report_merges_runs_of_the_same_models_and_refuses_others(tmp_path, capsys):
     a, b, other = tmp_path / "a", tmp_path / "b", tmp_path / "other"
     assert run(capsys, *QUICK, "--methods", "sft", "--out", str(a))[0] == 0

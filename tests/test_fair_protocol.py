@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -415,6 +416,43 @@ def test_the_protocol_line_names_the_methods_a_tuned_recipe_did_not_tune():
     )
     view.methods = ["teacher", "kd", "dpkd[beta=0.05]"]
     assert "not in that tuning" not in protocol_line(view)
+
+
+def test_a_later_tuning_of_the_same_protocol_joins_the_record_and_a_different_one_cannot():
+    from types import SimpleNamespace
+
+    from dpkd_bench.report.protocol import protocol_line
+    from dpkd_bench.tune import TunedRecord
+
+    protocol = dict(trials=6, lr_grid=[1e-4, 1e-3], metric="rougeL", select="best_dev")
+    first = TunedRecord(
+        **protocol, space={"sft": {}, "kd": {"kd_ratio": [0.5, 1.0]}}, run="t1", finished="day 1",
+        chosen={"sft": {"train.lr": 1e-3}, "kd": {"train.lr": 1e-4}},
+    )  # fmt: skip
+    later = TunedRecord(
+        **protocol, space={"kd": {"kd_ratio": [0.5, 1.0]}, "abkd": {"alpha": [0.2]}}, run="t2",
+        finished="day 2", wall_s=12.0, chosen={"kd": {"train.lr": 1e-3}, "abkd": {"alpha": 0.2}},
+    )  # fmt: skip
+    joined = first.joined(later)
+    assert joined.chosen == {
+        "sft": {"train.lr": 1e-3},
+        "kd": {"train.lr": 1e-3},
+        "abkd": {"alpha": 0.2},
+    }
+    assert (joined.run, joined.finished) == ("t1", "day 1")  # the first tuning stays the record's
+    assert joined.later == [
+        dict(methods=["kd", "abkd"], run="t2", commit=None, finished="day 2", wall_s=12.0)
+    ]
+    view = SimpleNamespace(
+        manifest={"recipe": Recipe(tuned=joined).to_dict()}, methods=["teacher", "sft", "abkd"]
+    )
+    line = protocol_line(view)
+    assert "tuning finished day 1; abkd tuned the same way later (finished day 2)" in line
+    assert "not in that tuning" not in line
+    other = dataclasses.replace(later, lr_grid=[1e-5])
+    assert not first.same_protocol(other)
+    with pytest.raises(ValueError, match="protocols differ"):
+        first.joined(other)
 
 
 def test_a_budget_one_seed_cannot_reach_leaves_the_mean_undefined():

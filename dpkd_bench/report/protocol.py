@@ -95,6 +95,13 @@ def protocol_line(view: RunView) -> str:
         record = TunedRecord(**tuned)
         when = f", tuning finished {record.finished}" if record.finished else ""
         how = f"Protocol: {record.describe()}{when}"
+        for later in record.later:  # methods tuned into the recipe by a later tuning run
+            shown = [m for m in view.methods if parse_variant(m)[0] in later["methods"]]
+            if shown:
+                how += (
+                    f"; {', '.join(shown)} tuned the same way later (finished "
+                    f"{later.get('finished') or 'unknown'})"
+                )
         untuned = [
             m
             for m in view.methods

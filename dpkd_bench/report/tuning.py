@@ -108,7 +108,13 @@ def tuned_recipe(table: pd.DataFrame, plan: dict, run: RunDir) -> dict:
             args.update(own)
             args["train"] = {**(args.get("train") or {}), **train}
         chosen[row.method] = {k: v for k, v in values.items() if k not in fixed}
-    data["tuned"] = dataclasses.asdict(tuning_record(table, plan, run, chosen))
+    record = tuning_record(table, plan, run, chosen)
+    before = data.get("tuned")
+    if isinstance(before, dict) and before:  # a tuned recipe tuned for more methods
+        earlier = TunedRecord(**before)
+        if earlier.same_protocol(record):
+            record = earlier.joined(record)
+    data["tuned"] = dataclasses.asdict(record)
     return data
 
 
@@ -174,14 +180,25 @@ def _fmt(value: Any, digits: int = 2) -> str:
 def tuning_markdown(table: pd.DataFrame, plan: dict, record: TunedRecord) -> str:
     counts = table.groupby("method", sort=False).size()
     below = sorted(set(table[table["chosen"] & table["below_start"]]["method"]))
+    wall_s = sum((plan.get("wall_s") or {}).values())  # this tuning run's own
+    joined = []
+    if record.later:  # the recipe tuned was tuned before: this run's methods join its record
+        joined = [
+            f"The recipe tuned was already tuned ({record.run}, finished {record.finished}); "
+            "this run's methods join that record with the same protocol: "
+            + "; ".join(f"{', '.join(r['methods'])} from {r['run']}" for r in record.later)
+            + ".",
+            "",
+        ]
     lines = [
         f"# Tuning: {plan['recipe']['name']}",
         "",
         f"{record.describe()}.",
         "",
+        *joined,
         f"Trials per method: {', '.join(f'{m} {n}' for m, n in counts.items())}"
         f" (equal: {'yes' if counts.nunique() <= 1 else 'NO'}). Training seed {record.seed}; "
-        f"wall time {record.wall_s:.0f} s (both stages; trial units "
+        f"wall time {wall_s:.0f} s (both stages; trial units "
         f"{table['wall_s'].sum():.0f} s of it).",
         "",
         "## Chosen settings",
