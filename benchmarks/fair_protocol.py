@@ -1,12 +1,13 @@
 """Targets of the fair protocol (tuning on dev, per-method settings), read from finished runs.
 
-    .venv/bin/python benchmarks/fair_protocol.py --tune TUNE_DIR [--tune-ray TUNE_DIR2]
+    .venv/bin/python benchmarks/fair_protocol.py --tune TUNE_DIR [--tune DIR ...] [--tune-ray DIR2]
         [--tuned RUN --untuned RUN] [--tuned-second RUN --untuned-second RUN] [--default RUN]
 
 Reads run directories only; it never trains. The runs it expects, on the default suite:
 
     dpkd-bench tune --methods all --out TUNE_DIR                        (--tune)
-    dpkd-bench tune --methods all --launcher ray launcher.cpus_per_unit=1 --out TUNE_DIR2
+    dpkd-bench tune --methods M --launcher ray launcher.cpus_per_unit=1 --out DIR2 (--tune-ray; a
+        --tune of the same methods M gives the local time it is compared with)
     dpkd-bench run --recipe TUNE_DIR/tuned.yaml --methods all --seeds 1,2,3 --out RUN (--tuned)
     a --methods all --seeds 1,2,3 run with one shared learning rate (--untuned; the checked-in
         reports/synthetic-all-methods), and both at data.seed=1 (--*-second)
@@ -60,9 +61,16 @@ DEFAULT_WALL_MAX_S = 600.0
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--tune",
+        type=Path,
+        action="append",
+        default=[],
+        help="a `dpkd-bench tune` run (repeat for tunings that joined one record, e.g. methods "
+        "tuned later)",
+    )
     for flag, what in (
-        ("--tune", "a `dpkd-bench tune` run"),
-        ("--tune-ray", "the same tuning under --launcher ray"),
+        ("--tune-ray", "one --tune's grid again under --launcher ray"),
         ("--tuned", "three seeds of every method with the tuned recipe"),
         ("--untuned", "three seeds of every method at one shared learning rate"),
         ("--tuned-second", "--tuned at data.seed=1"),
@@ -88,22 +96,35 @@ def tuning_wall_s(root: Path) -> float:
 
 
 def tuning_section(args) -> list[Target]:
-    if args.tune is None:
+    if not args.tune:
         return [Target("trials_equal", "n/a", "== every method", "SKIP")]
-    table = trials(args.tune)
-    counts = table.groupby("method", sort=False).size()
-    print(f"\ntrials per method ({args.tune}): " + ", ".join(f"{m} {n}" for m, n in counts.items()))
-    local = tuning_wall_s(args.tune)
-    units = table["wall_s"].sum()
-    print(f"tuning wall time, local launcher: {local:.0f} s (trial units {units:.0f} s)")
+    tables = {root: trials(root) for root in args.tune}
+    counts = pd.concat(tables.values()).groupby("method", sort=False).size()
+    for root, table in tables.items():
+        each = table.groupby("method", sort=False).size()
+        print(f"\ntrials per method ({root}): " + ", ".join(f"{m} {n}" for m, n in each.items()))
+        local = tuning_wall_s(root)
+        units = table["wall_s"].sum()
+        print(f"tuning wall time, local launcher: {local:.0f} s (trial units {units:.0f} s)")
     found = [Target("trials_equal", f"{counts.min()}..{counts.max()}", "== every method",
                     "PASS" if counts.nunique() == 1 else "FAIL")]  # fmt: skip
     if args.tune_ray is not None:
-        ray = tuning_wall_s(args.tune_ray)
-        print(f"tuning wall time, ray launcher: {ray:.0f} s; ray / local {ray / local:.2f}")
+        ray_methods = set(trials(args.tune_ray)["method"])
+        same = [r for r, t in tables.items() if set(t["method"]) == ray_methods]
+        if not same:
+            raise UserError(
+                f"--tune-ray {args.tune_ray} tuned {', '.join(sorted(ray_methods))}, no --tune "
+                "tuned the same methods; pass the local tuning of that grid as a --tune"
+            )
+        local, ray = tuning_wall_s(same[0]), tuning_wall_s(args.tune_ray)
+        print(
+            f"\ntuning wall time of {same[0]}'s grid: local {local:.0f} s, ray launcher "
+            f"({args.tune_ray}) {ray:.0f} s; ray / local {ray / local:.2f}"
+        )
         found.append(Target("tuning_ray_over_local", f"{ray / local:.2f}", "reported", "PASS"))
     else:
         found.append(Target("tuning_ray_over_local", "n/a", "reported", "SKIP"))
+    table = pd.concat(tables.values())
     chosen = table[table["chosen"].astype(str) == "True"]
 
     def own(settings) -> str:  # the trials table leaves it empty (NaN) for the lr alone
@@ -114,7 +135,7 @@ def tuning_section(args) -> list[Target]:
     return found
 
 
-def below_init(label: str, root: Path | None, tune: Path | None) -> tuple[list[str], Target]:
+def below_init(label: str, root: Path | None, tune: list[Path]) -> tuple[list[str], Target]:
     """The methods whose mean EM on synthetic-id is below student_init's, printed."""
     name = f"{label}_methods_below_student_init_id"
     if root is None:
@@ -124,8 +145,8 @@ def below_init(label: str, root: Path | None, tune: Path | None) -> tuple[list[s
     below = [m for m in distillation_methods(board) if em(board, m) < start]
     print(f"\n{label}: {wall_line(label, load_run(root, board=False))}")
     print(f"{label}: student_init {start:.2f} EM on {ID_SET}; below it: {below or 'none'}")
-    if tune is not None and label == "tuned":
-        table = trials(tune)
+    if tune and label == "tuned":
+        table = pd.concat([trials(root) for root in tune])
         for method in below:
             grid = table[table["method"] == method]
             print(f"  trial grid of {method}:")
