@@ -399,20 +399,20 @@ def test_the_protocol_line_names_the_methods_a_tuned_recipe_did_not_tune():
     from dpkd_bench.recipe import load_recipe as load
     from dpkd_bench.report.protocol import protocol_line
 
-    recipe = load("synthetic").to_dict()  # its tuned record covers the eleven tuned methods
+    recipe = load("synthetic").to_dict()  # its tuned record covers the package's methods
     units = [
         ("teacher", 1),
         ("student_init", 1),
         ("kd", 1),
-        ("taid", 1),
-        ("opd[temperature=0.7]", 1),
+        ("my_plugin", 1),  # e.g. a plugin's method, which the recipe's tuning never saw
+        ("my_plugin[temperature=0.7]", 1),
     ]
     view = SimpleNamespace(manifest={"recipe": recipe}, methods=[m for m, _ in units])
     line = protocol_line(view)
     assert line.startswith("Protocol: tuned: 6 trials per method")
     assert line.endswith(
-        "gives them: taid, opd[temperature=0.7]. Evaluation: greedy decoding (one decode per "
-        "prompt)."
+        "gives them: my_plugin, my_plugin[temperature=0.7]. Evaluation: greedy decoding (one "
+        "decode per prompt)."
     )
     view.methods = ["teacher", "kd", "dpkd[beta=0.05]"]
     assert "not in that tuning" not in protocol_line(view)
