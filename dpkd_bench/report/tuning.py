@@ -183,11 +183,12 @@ def tuning_markdown(table: pd.DataFrame, plan: dict, record: TunedRecord) -> str
     wall_s = sum((plan.get("wall_s") or {}).values())  # this tuning run's own
     joined = []
     if record.later:  # the recipe tuned was tuned before: this run's methods join its record
+        between = "".join(
+            f"; then {', '.join(r['methods'])} by {r['run']}" for r in record.later[:-1]
+        )
         joined = [
-            f"The recipe tuned was already tuned ({record.run}, finished {record.finished}); "
-            "this run's methods join that record with the same protocol: "
-            + "; ".join(f"{', '.join(r['methods'])} from {r['run']}" for r in record.later)
-            + ".",
+            f"The recipe tuned was already tuned ({record.run}, finished {record.finished}"
+            f"{between}); this run's methods join that record with the same protocol.",
             "",
         ]
     lines = [
