@@ -84,16 +84,25 @@ def scored_seeds(group: pd.DataFrame, key: str) -> list:
     return sorted(set(group.loc[group[key].notna(), "seed"]))
 
 
-def compare(method: pd.DataFrame, reference: pd.DataFrame, key: str):
-    """:func:`two_level_test` of ``method`` against ``reference`` on the examples both hold;
-    seeds paired when both ran the same two seeds or more."""
-    ids_a, a = seed_matrices(method, key)
-    ids_b, b = seed_matrices(reference, key)
+def shaped(group: pd.DataFrame, key: str) -> tuple[pd.Index, np.ndarray, list]:
+    """A method's example ids, ``[S, n]`` scores (:func:`seed_matrices`) and seeds."""
+    return (*seed_matrices(group, key), scored_seeds(group, key))
+
+
+def compare_shaped(method: tuple, reference: tuple):
+    """:func:`compare` of two :func:`shaped` methods (each shaped once for many tests)."""
+    ids_a, a, seeds_a = method
+    ids_b, b, seeds_b = reference
     common = ids_a.intersection(ids_b, sort=False)
     a = a[:, ids_a.get_indexer(common)]
     b = b[:, ids_b.get_indexer(common)]
-    paired = scored_seeds(method, key) == scored_seeds(reference, key)
-    return two_level_test(a, b, paired_seeds=paired)
+    return two_level_test(a, b, paired_seeds=seeds_a == seeds_b)
+
+
+def compare(method: pd.DataFrame, reference: pd.DataFrame, key: str):
+    """:func:`two_level_test` of ``method`` against ``reference`` on the examples both hold;
+    seeds paired when both ran the same two seeds or more."""
+    return compare_shaped(shaped(method, key), shaped(reference, key))
 
 
 def common_matrices(groups: dict[str, pd.DataFrame], key: str) -> dict[str, np.ndarray]:
@@ -142,7 +151,8 @@ def tiers(
 ) -> dict[str, str]:
     """Letters of the ranked methods: pairwise tests, corrected within the column."""
     pairs = list(itertools.combinations(observed, 2))
-    p_values = [compare(groups[a], groups[b], key).p_value for a, b in pairs]
+    shapes = {m: shaped(groups[m], key) for m in observed}  # once per method, not per pair
+    p_values = [compare_shaped(shapes[a], shapes[b]).p_value for a, b in pairs]
     adjusted = adjust(p_values, settings.correction)
     different = [pair for pair, p in zip(pairs, adjusted, strict=True) if p < settings.alpha]
     return letter_display(observed, different)
