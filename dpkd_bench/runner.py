@@ -49,7 +49,7 @@ from dpkd_bench.dev import DevSet
 from dpkd_bench.errors import UserError, describe_error, is_disk_full
 from dpkd_bench.evaluation import Evaluator
 from dpkd_bench.lock import run_lock
-from dpkd_bench.manifest import Manifest, plain_recipe, thread_settings
+from dpkd_bench.manifest import Manifest, git_commit, plain_recipe, thread_settings
 from dpkd_bench.methods import get_method
 from dpkd_bench.methods.base import Method
 from dpkd_bench.preflight import check_eval_backend, check_launcher
@@ -157,7 +157,12 @@ class Runner(SharedStage):
             return True
         record = self.manifest.record_unit
         running = {"state": "running", "error": None, **self.unit_fields}
-        where = {"host": socket.gethostname(), "threads": thread_settings()}
+        # where and from what code: a grown or resumed run's units may come from later commits
+        where = {
+            "host": socket.gethostname(),
+            "threads": thread_settings(),
+            "git_commit": git_commit(),
+        }
         self.procs.on_main(record, name, seed, {**running, **where})
         unit_dir, start = self.run_dir.unit_dir(name, seed), time.time()
         try:

@@ -207,6 +207,8 @@ def test_extend_with_a_recipe_takes_the_added_methods_settings_and_nothing_else(
     recipe = RunDir(out).load_manifest()["recipe"]
     assert recipe["method_args"]["tvd"] == {"kd_ratio": 1.0, "train": {"lr": 0.002}}
     assert metrics(out, "tvd")["train"]["settings"]["lr"] == 0.002
+    units = RunDir(out).load_manifest()["units"]  # each unit names the code that trained it
+    assert units["tvd/seed-1"]["git_commit"] == units["sft/seed-1"]["git_commit"] != ""
 
     newer["method_args"]["sft"] = {"train": {"lr": 0.5}}  # a finished method's settings: refused
     newer["method_args"]["gkd"] = {"beta": 0.9}
