@@ -120,10 +120,14 @@ def with_dev_flags(board: pd.DataFrame, view: RunView) -> pd.DataFrame:
     return board
 
 
-def render(run_dir: str | Path, settings: StatsSettings | None = None) -> list[Path]:
+def render(
+    run_dir: str | Path, settings: StatsSettings | None = None, tables_only: bool = False
+) -> list[Path]:
     """(Re)write leaderboard.csv/.md/.tex, families.csv, report.html and plots/*.png.
 
     ``settings``: the statistics' settings; by default the run's own (its recipe's ``stats``).
+    ``tables_only``: the tables and CSVs without the plots and report.html (a check that an
+    archive re-renders to the same tables needs no pictures).
     """
     run = RunDir(run_dir)
     if is_tuning_run(run):  # trials scored on the dev split: their own report
@@ -134,7 +138,6 @@ def render(run_dir: str | Path, settings: StatsSettings | None = None) -> list[P
     board = with_statistics(leaderboard(view), examples, settings)
     board = with_dev_flags(board, view)
     board = with_gap_recovered(board, examples, settings.n_resamples)
-    plots = all_plots(view, board)
     texts = {
         "leaderboard.csv": with_lm_eval(board, view).to_csv(index=False, lineterminator="\n"),
         "leaderboard.md": render_markdown(view, board),
@@ -148,6 +151,9 @@ def render(run_dir: str | Path, settings: StatsSettings | None = None) -> list[P
     for name, text in texts.items():
         atomic_write_text(run.root / name, text)
         paths.append(run.root / name)
+    if tables_only:
+        return paths
+    plots = all_plots(view, board)
     plot_paths = write_plots(run, plots)
     atomic_write_text(run.root / "report.html", render_html(view, board, plots))
     return [*paths, run.root / "report.html", *plot_paths]
