@@ -84,13 +84,18 @@ def scored_seeds(group: pd.DataFrame, key: str) -> list:
     return sorted(set(group.loc[group[key].notna(), "seed"]))
 
 
-def shaped(group: pd.DataFrame, key: str) -> tuple[pd.Index, np.ndarray, list]:
-    """A method's example ids, ``[S, n]`` scores (:func:`seed_matrices`) and seeds."""
+Shaped = tuple[pd.Index, np.ndarray, list]  # a method's example ids, [S, n] scores, seeds
+
+
+def shaped(group: pd.DataFrame, key: str) -> Shaped:
+    """A method's example ids, ``[S, n]`` scores (:func:`seed_matrices`) and seeds: shaped once
+    per (eval set, score) for all the tests, intervals and tiers that read them."""
     return (*seed_matrices(group, key), scored_seeds(group, key))
 
 
-def compare_shaped(method: tuple, reference: tuple):
-    """:func:`compare` of two :func:`shaped` methods (each shaped once for many tests)."""
+def compare(method: Shaped, reference: Shaped):
+    """:func:`two_level_test` of ``method`` against ``reference`` (each :func:`shaped`) on the
+    examples both hold; seeds paired when both ran the same two seeds or more."""
     ids_a, a, seeds_a = method
     ids_b, b, seeds_b = reference
     common = ids_a.intersection(ids_b, sort=False)
@@ -99,31 +104,30 @@ def compare_shaped(method: tuple, reference: tuple):
     return two_level_test(a, b, paired_seeds=seeds_a == seeds_b)
 
 
-def compare(method: pd.DataFrame, reference: pd.DataFrame, key: str):
-    """:func:`two_level_test` of ``method`` against ``reference`` on the examples both hold;
-    seeds paired when both ran the same two seeds or more."""
-    return compare_shaped(shaped(method, key), shaped(reference, key))
-
-
 def common_matrices(groups: dict[str, pd.DataFrame], key: str) -> dict[str, np.ndarray]:
     """One (eval set, score): every method's ``[S, n]`` scores on the examples all hold."""
-    shaped = {m: seed_matrices(g, key) for m, g in groups.items()}
+    return common_of({m: shaped(g, key) for m, g in groups.items()})
+
+
+def common_of(shapes: dict[str, Shaped]) -> dict[str, np.ndarray]:
+    """:func:`common_matrices` of methods already :func:`shaped`."""
     common = None
-    for ids, _ in shaped.values():
+    for ids, _, _ in shapes.values():
         common = ids if common is None else common.intersection(ids, sort=False)
-    return {m: s[:, ids.get_indexer(common)] for m, (ids, s) in shaped.items()}
+    return {m: s[:, ids.get_indexer(common)] for m, (ids, s, _) in shapes.items()}
 
 
 def column_statistics(
-    groups: dict[str, pd.DataFrame],
+    shapes: dict[str, Shaped],
     key: str,
     ranked: list[str],
     settings: StatsSettings,
     seed: int,
 ) -> dict[str, dict]:
-    """Interval, rank interval and tier of every method of one (eval set, score)."""
-    matrices = common_matrices(groups, key)
-    out: dict[str, dict] = {m: {} for m in groups}
+    """Interval, rank interval and tier of every method of one (eval set, score), its methods
+    :func:`shaped`."""
+    matrices = common_of(shapes)
+    out: dict[str, dict] = {m: {} for m in shapes}
     if not matrices or next(iter(matrices.values())).shape[1] < 2:
         return out  # no examples every method holds: no intervals, ranks or tiers
     resampled = two_level_means(matrices, settings.n_resamples, seed)
@@ -141,18 +145,17 @@ def column_statistics(
                 f"{key}_rank_high": row.rank_high,
             }
         )
-    for method, letters in tiers(groups, key, observed, settings).items():
+    for method, letters in tiers(shapes, observed, settings).items():
         out[method][f"{key}_tier"] = letters
     return out
 
 
 def tiers(
-    groups: dict[str, pd.DataFrame], key: str, observed: dict[str, float], settings: StatsSettings
+    shapes: dict[str, Shaped], observed: dict[str, float], settings: StatsSettings
 ) -> dict[str, str]:
     """Letters of the ranked methods: pairwise tests, corrected within the column."""
     pairs = list(itertools.combinations(observed, 2))
-    shapes = {m: shaped(groups[m], key) for m in observed}  # once per method, not per pair
-    p_values = [compare_shaped(shapes[a], shapes[b]).p_value for a, b in pairs]
+    p_values = [compare(shapes[a], shapes[b]).p_value for a, b in pairs]
     adjusted = adjust(p_values, settings.correction)
     different = [pair for pair, p in zip(pairs, adjusted, strict=True) if p < settings.alpha]
     return letter_display(observed, different)
@@ -186,17 +189,21 @@ def example_statistics(
     for eval_set, in_set in examples.groupby("eval_set", sort=False):
         groups = {m: g for m, g in in_set.groupby("method", sort=False)}
         chosen = list(groups) if ranked is None else [m for m in ranked if m in groups]
+        shapes = {key: {m: shaped(g, key) for m, g in groups.items()} for key in keys}
         for method, group in groups.items():
             tested = reference in groups and method != reference
             row = {"method": method, "eval_set": eval_set, "n_examples": group["id"].nunique()}
             row["reference"] = reference if tested else ""
             for key in keys:
-                result = compare(group, groups[reference], key) if tested else None
+                by_method = shapes[key]
+                result = compare(by_method[method], by_method[reference]) if tested else None
                 row[f"{key}_p_vs_reference"] = result.p_value if result else np.nan
                 row[f"{key}_test"] = result.how if result else ""
             rows[(method, eval_set)] = row
         for key in keys:
-            for method, values in column_statistics(groups, key, chosen, settings, seed).items():
+            for method, values in column_statistics(
+                shapes[key], key, chosen, settings, seed
+            ).items():
                 rows[(method, eval_set)].update(values)
     table = pd.DataFrame(list(rows.values())).reindex(columns=statistics_columns(keys))
     family = [f"{key}_p_vs_reference" for key in keys]
