@@ -89,22 +89,23 @@ def trials(root: Path) -> pd.DataFrame:
 
 
 def tuning_wall_s(root: Path) -> float:
+    from dpkd_bench.report.tuning import plan_wall_s
     from dpkd_bench.results import read_json
 
     plan = read_json(root / "tuning.json") or {}
-    return float(sum((plan.get("wall_s") or {}).values())) if plan.get("wall_s") else math.nan
+    return plan_wall_s(plan) if plan.get("wall_s") else math.nan
 
 
 def tuning_section(args) -> list[Target]:
     if not args.tune:
         return [Target("trials_equal", "n/a", "== every method", "SKIP")]
     tables = {root: trials(root) for root in args.tune}
-    counts = pd.concat(tables.values()).groupby("method", sort=False).size()
-    for root, table in tables.items():
-        each = table.groupby("method", sort=False).size()
+    table = pd.concat(tables.values())
+    counts = table.groupby("method", sort=False).size()
+    for root, one in tables.items():
+        each = one.groupby("method", sort=False).size()
         print(f"\ntrials per method ({root}): " + ", ".join(f"{m} {n}" for m, n in each.items()))
-        local = tuning_wall_s(root)
-        units = table["wall_s"].sum()
+        local, units = tuning_wall_s(root), one["wall_s"].sum()
         print(f"tuning wall time, local launcher: {local:.0f} s (trial units {units:.0f} s)")
     found = [Target("trials_equal", f"{counts.min()}..{counts.max()}", "== every method",
                     "PASS" if counts.nunique() == 1 else "FAIL")]  # fmt: skip
@@ -124,7 +125,6 @@ def tuning_section(args) -> list[Target]:
         found.append(Target("tuning_ray_over_local", f"{ray / local:.2f}", "reported", "PASS"))
     else:
         found.append(Target("tuning_ray_over_local", "n/a", "reported", "SKIP"))
-    table = pd.concat(tables.values())
     chosen = table[table["chosen"].astype(str) == "True"]
 
     def own(settings) -> str:  # the trials table leaves it empty (NaN) for the lr alone

@@ -28,14 +28,13 @@ GROWS = ("methods", "seeds", "launcher")  # what --extend may change
 
 def added_settings(change: str, added: set[str]) -> bool:
     """Whether a recipe difference (:func:`recipe_changes`) is a setting of an added method only:
-    its ``method_args``, or its place in the ``tuned`` record."""
-    path = change.split(":", 1)[0].split(".")
-    if path[0] == "tuned" and path[1:2] == ["later"]:
-        return True
-    owner = {"method_args": 1, "tuned": 2}.get(path[0])
-    if owner is None or len(path) <= owner:
-        return False
-    return (path[0] == "method_args" or path[1] in ("space", "chosen")) and path[owner] in added
+    its ``method_args``, or its place in the ``tuned`` record (and that record's later runs)."""
+    key = change.split(":", 1)[0]
+    owned = ["tuned.later"]
+    owned += [
+        f"{where}.{m}" for m in added for where in ("method_args", "tuned.space", "tuned.chosen")
+    ]
+    return any(key == p or key.startswith(f"{p}.") for p in owned)
 
 
 def extended_recipe(
@@ -62,9 +61,11 @@ def extended_recipe(
     then = manifest.get("recipe")
     if not isinstance(then, dict):
         raise UserError(f"{run_dir.manifest_path} holds no recipe; it cannot be extended")
-    data = with_legacy_values(then)
-    if source is not None:
-        data = plain_recipe(load_recipe(source, plugins=plugins))
+    data = (
+        with_legacy_values(then)
+        if source is None
+        else plain_recipe(load_recipe(source, plugins=plugins))
+    )
     data["methods"] = [*then["methods"], *(m for m in methods if m not in then["methods"])]
     data["seeds"] = [*then["seeds"], *(s for s in seeds if s not in then["seeds"])]
     recipe = resolve_recipe(data, overrides, plugins)

@@ -211,7 +211,8 @@ class Manifest:
             resumed["extended"] = [*resumed.get("extended", []), now_iso()]
             resumed["methods"], resumed["seeds"] = list(recipe.methods), list(recipe.seeds)
             resumed["recipe"] = plain_recipe(recipe)
-        resumed["recipe"]["launcher"] = plain_recipe(recipe)["launcher"]
+        else:
+            resumed["recipe"]["launcher"] = plain_recipe(recipe)["launcher"]
         resumed["launcher"] = recipe.launcher.name
         resumed["finished"] = None
         resumed["stage_times"] = self.stage_times

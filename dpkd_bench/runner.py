@@ -97,6 +97,8 @@ class Runner(SharedStage):
         # a launcher's worker writes its unit's entry in the manifest, no stage times
         self.manifest = Manifest(self.run_dir, self.procs.main and not worker, command)
         self.evaluator = Evaluator(recipe, self.procs, self.run_dir)
+        # the code this process loaded: a grown or resumed run's units may come from later commits
+        self.commit = git_commit()
         self.methods = {name: self._method(name) for name in recipe.methods}
         self.unit_fields = {"launcher": recipe.launcher.name}  # recorded with every unit
         self.teacher_dir = recipe.teacher.model.name_or_path  # or where setup finds it
@@ -157,11 +159,10 @@ class Runner(SharedStage):
             return True
         record = self.manifest.record_unit
         running = {"state": "running", "error": None, **self.unit_fields}
-        # where and from what code: a grown or resumed run's units may come from later commits
         where = {
             "host": socket.gethostname(),
             "threads": thread_settings(),
-            "git_commit": git_commit(),
+            "git_commit": self.commit,
         }
         self.procs.on_main(record, name, seed, {**running, **where})
         unit_dir, start = self.run_dir.unit_dir(name, seed), time.time()

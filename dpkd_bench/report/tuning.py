@@ -51,6 +51,11 @@ def is_tuning_run(run: RunDir) -> bool:
     return (run.root / PLAN).is_file()
 
 
+def plan_wall_s(plan: dict) -> float:
+    """A tuning run's own wall time: its stages' times in the plan (``tuning.json``)."""
+    return float(sum((plan.get("wall_s") or {}).values()))
+
+
 def trial_row(run: RunDir, spec: str, name: str, stage: int, seed: int) -> dict[str, Any]:
     """One trial's row; NaN scores until it finished."""
     values = parse_variant(name)[1]
@@ -134,7 +139,7 @@ def tuning_record(table: pd.DataFrame, plan: dict, run: RunDir, chosen: dict) ->
         seed=tune.seed,
         dev_examples=train.dev_examples,
         finished=str(manifest.get("finished") or ""),
-        wall_s=round(sum(plan.get("wall_s", {}).values()), 1),
+        wall_s=round(plan_wall_s(plan), 1),
         run=str(run.root),
         commit=manifest.get("git_commit"),
         chosen=chosen,
@@ -180,7 +185,6 @@ def _fmt(value: Any, digits: int = 2) -> str:
 def tuning_markdown(table: pd.DataFrame, plan: dict, record: TunedRecord) -> str:
     counts = table.groupby("method", sort=False).size()
     below = sorted(set(table[table["chosen"] & table["below_start"]]["method"]))
-    wall_s = sum((plan.get("wall_s") or {}).values())  # this tuning run's own
     joined = []
     if record.later:  # the recipe tuned was tuned before: this run's methods join its record
         between = "".join(
@@ -199,7 +203,7 @@ def tuning_markdown(table: pd.DataFrame, plan: dict, record: TunedRecord) -> str
         *joined,
         f"Trials per method: {', '.join(f'{m} {n}' for m, n in counts.items())}"
         f" (equal: {'yes' if counts.nunique() <= 1 else 'NO'}). Training seed {record.seed}; "
-        f"wall time {wall_s:.0f} s (both stages; trial units "
+        f"wall time {plan_wall_s(plan):.0f} s (both stages; trial units "
         f"{table['wall_s'].sum():.0f} s of it).",
         "",
         "## Chosen settings",
